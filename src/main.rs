@@ -1,0 +1,99 @@
+//! The `yonggi` command. Modes that must not run inside a multi-threaded
+//! process (the container monitor, namespace setup) are dispatched here,
+//! before any async runtime exists.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use yonggi::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "yonggi",
+    version,
+    about = "A Kubernetes container runtime (CRI v1)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CRI RuntimeService and ImageService on the configured socket.
+    Serve {
+        /// Config file; without it /etc/yonggi/config.toml is read if present.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log filter (overrides RUST_LOG and the config), e.g. `debug`.
+        #[arg(long)]
+        log_level: Option<String>,
+        /// Log format (overrides the config).
+        #[arg(long, value_enum)]
+        log_format: Option<Format>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            log_level,
+            log_format,
+        } => serve(config, log_level, log_format),
+    }
+}
+
+fn fail(err: &dyn std::error::Error) -> ExitCode {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("yonggi: {text}");
+    ExitCode::FAILURE
+}
+
+fn serve(path: Option<PathBuf>, log_level: Option<String>, log_format: Option<Format>) -> ExitCode {
+    let config = match &path {
+        Some(path) => Config::load(path, true),
+        None => Config::load(PathBuf::from(DEFAULT_CONFIG_PATH).as_path(), false),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let format = match log_format {
+        Some(Format::Text) => LogFormat::Text,
+        Some(Format::Json) => LogFormat::Json,
+        None => config.log.format,
+    };
+    if let Err(e) = yonggi::logging::init(log_level.as_deref(), &config.log.level, format) {
+        eprintln!("yonggi: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(yonggi::daemon::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %yonggi::cri::chain(&e), "yonggi failed");
+            fail(&e)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Durable metadata of pods, containers and images, and node settings.
+
+mod store;
+
+pub use store::{Bucket, SCHEMA_VERSION, Store, StoreError, Writer};

@@ -1,0 +1,7 @@
+//! Fixtures shared by the integration tests. Each test binary includes this
+//! module with `mod support;`, so not every item is used by every binary.
+#![allow(dead_code)]
+
+pub mod daemon;
+
+pub use daemon::{Daemon, DaemonOptions};
