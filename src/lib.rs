@@ -7,5 +7,8 @@ pub mod config;
 pub mod cri;
 pub mod daemon;
 pub mod logging;
+pub mod monitor;
 pub mod node;
+pub mod runtime;
+pub mod snapshot;
 pub mod state;

@@ -33,6 +33,12 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<Format>,
     },
+    /// Internal: the per-container monitor, started by the daemon.
+    #[command(hide = true)]
+    Monitor {
+        /// The container's state dir (config.json, monitor.json).
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -49,6 +55,8 @@ fn main() -> ExitCode {
             log_level,
             log_format,
         } => serve(config, log_level, log_format),
+        // Before any runtime or thread: the monitor forks.
+        Command::Monitor { state_dir } => yonggi::monitor::main(&state_dir),
     }
 }
 

@@ -1,0 +1,26 @@
+//! The Linux backend: namespaces, mounts, `pivot_root`, credentials,
+//! capabilities, exec. The only home of `unsafe` (in [`sys`]).
+//!
+//! A container is described by an OCI runtime [`Spec`](oci_spec::runtime::Spec)
+//! that the container service builds from the CRI config and the image
+//! config: it already names everything the init does (namespaces by path
+//! or new, mounts with fstab-style options, devices, user, capabilities,
+//! rlimits, masked paths), it is what `verbose` status shows, and it keeps
+//! a later OCI-runtime backend (runc) a drop-in. What the spec does not say
+//! — cgroup directories to join (made by the cgroup manager), stdio, the
+//! log — comes with it in the monitor's own config.
+
+mod cgroupfs;
+pub mod channel;
+mod devices;
+mod init;
+mod mounts;
+pub mod path;
+mod process;
+mod rootfs;
+pub mod spawn;
+pub mod sys;
+
+pub use channel::SetupError;
+pub use init::InitStdio;
+pub use process::default_capabilities;

@@ -1,0 +1,553 @@
+//! The container engine below the CRI: snapshot + runtime + monitor, driven
+//! directly as root with a busybox rootfs. Each test checks it leaves no
+//! mount and no process behind.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::{
+    LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Root, Spec,
+};
+use support::daemon::{require_root, yonggi_bin};
+use yonggi::monitor::{self, ExitStatus, Launched, MonitorConfig};
+use yonggi::snapshot::{Backend, Snapshotter};
+
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Case {
+    dir: tempfile::TempDir,
+    snapshots: Snapshotter,
+    rootfs: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+    pids: Vec<i32>,
+}
+
+impl Case {
+    fn new() -> Case {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("yonggi-rt-")
+            .tempdir()
+            .expect("tempdir");
+        let base = dir.path().join("layers/base");
+        fs::create_dir_all(&base).expect("layer dir");
+        support::rootfs::busybox(&base);
+        let top = dir.path().join("layers/top");
+        fs::create_dir_all(top.join("etc")).expect("layer dir");
+        fs::write(top.join("etc/layer"), "top\n").expect("layer file");
+        let snapshots = Snapshotter::new(dir.path(), Backend::Overlay);
+        let snap = snapshots
+            .prepare("c1", &[base, top], false)
+            .expect("prepare the snapshot");
+        let state = dir.path().join("state");
+        fs::create_dir_all(&state).expect("state dir");
+        fs::create_dir_all(dir.path().join("logs")).expect("log dir");
+        Case {
+            log: dir.path().join("logs/c1.log"),
+            rootfs: snap.rootfs,
+            snapshots,
+            state,
+            dir,
+            pids: Vec::new(),
+        }
+    }
+
+    fn spec(&self, args: &[&str]) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_root(Some(Root::default()));
+        if let Some(root) = spec.root_mut() {
+            root.set_path(self.rootfs.clone());
+        }
+        spec.set_hostname(Some("yonggi-test".to_string()));
+        let process = spec.process_mut().as_mut().expect("default process");
+        process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+        let caps = yonggi::runtime::default_capabilities();
+        process.set_capabilities(Some(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .build()
+                .expect("caps"),
+        ));
+        let linux = spec.linux_mut().as_mut().expect("default linux");
+        let namespaces = [
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Cgroup,
+        ]
+        .into_iter()
+        .map(|typ| {
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .expect("ns")
+        })
+        .collect();
+        linux.set_namespaces(Some(namespaces));
+        spec
+    }
+
+    fn config(&self) -> MonitorConfig {
+        MonitorConfig {
+            log_path: self.log.clone(),
+            ..MonitorConfig::default()
+        }
+    }
+
+    fn launch(&mut self, spec: &Spec) -> Launched {
+        let launched = monitor::launch(
+            &yonggi_bin(),
+            &self.state,
+            spec,
+            &self.config(),
+            LAUNCH_TIMEOUT,
+        )
+        .expect("launch the monitor");
+        self.pids.push(launched.monitor_pid);
+        self.pids.push(launched.init_pid);
+        launched
+    }
+
+    /// Runs `args` to completion: its exit and its log lines.
+    fn run(&mut self, spec: &Spec) -> (ExitStatus, Vec<LogLine>) {
+        self.launch(spec);
+        monitor::start(&self.state).expect("start");
+        let status = monitor::wait(&self.state).expect("wait");
+        (status, log_lines(&self.log))
+    }
+
+    fn add_bind(spec: &mut Spec, source: &Path, dest: &str, options: &[&str]) {
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        mounts.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(source)
+                .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .build()
+                .expect("mount"),
+        );
+        spec.set_mounts(Some(mounts));
+    }
+
+    /// Everything the case made is gone: processes, mounts, files.
+    fn finish(mut self) {
+        for pid in self.pids.drain(..) {
+            wait_gone(pid);
+        }
+        self.snapshots.remove("c1").expect("remove the snapshot");
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!info.contains(&dir), "mounts left under {dir}:\n{info}");
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.snapshots.remove("c1");
+    }
+}
+
+/// A process we did not fork (the monitor is re-parented) ends within a
+/// bound; a leak fails the test.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let path = PathBuf::from(format!("/proc/{pid}"));
+    while path.exists() {
+        let status = fs::read_to_string(path.join("status")).unwrap_or_default();
+        if status.contains("State:\tZ") {
+            // Exited; its parent (init) reaps it.
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} is still there:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct LogLine {
+    stream: String,
+    tag: String,
+    content: String,
+}
+
+fn log_lines(path: &Path) -> Vec<LogLine> {
+    let text = fs::read_to_string(path).expect("read the log");
+    text.split_inclusive('\n')
+        .map(|line| {
+            let line = line
+                .strip_suffix('\n')
+                .expect("every log line ends with a newline");
+            let mut parts = line.splitn(4, ' ');
+            let time = parts.next().expect("time");
+            assert_time(time);
+            LogLine {
+                stream: parts.next().expect("stream").to_string(),
+                tag: parts.next().expect("tag").to_string(),
+                content: parts.next().unwrap_or("").to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `2006-01-02T15:04:05.999999999Z`, the Go RFC3339Nano layout in UTC.
+fn assert_time(time: &str) {
+    let b = time.as_bytes();
+    let ok = b.len() == 30
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[29] == b'Z'
+        && time[..4].parse::<u32>().is_ok_and(|y| y >= 2024);
+    assert!(ok, "bad log timestamp {time:?}");
+}
+
+fn line(stream: &str, tag: &str, content: &str) -> LogLine {
+    LogLine {
+        stream: stream.into(),
+        tag: tag.into(),
+        content: content.into(),
+    }
+}
+
+#[test]
+fn echo_hello_is_logged_in_cri_format_and_exits_0() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sh", "-c", "echo hello; echo oops >&2; printf tail"]);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(status.signal, None);
+    assert!(!status.oom_killed);
+    let mut stdout: Vec<_> = lines.iter().filter(|l| l.stream == "stdout").collect();
+    let stderr: Vec<_> = lines.iter().filter(|l| l.stream == "stderr").collect();
+    assert_eq!(stderr, vec![&line("stderr", "F", "oops")]);
+    stdout.sort_by_key(|l| l.tag.clone());
+    assert_eq!(
+        stdout,
+        vec![&line("stdout", "F", "hello"), &line("stdout", "P", "tail")]
+    );
+    let finished = status.finished_at_ns;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64;
+    assert!(
+        finished <= now && now - finished < 60_000_000_000,
+        "finished {finished}, now {now}"
+    );
+    case.finish();
+}
+
+#[test]
+fn exit_code_is_recorded() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sh", "-c", "exit 3"]);
+    let (status, _) = case.run(&spec);
+    assert_eq!(status.exit_code, 3);
+    let recorded = monitor::read_exit(&case.state)
+        .expect("read exit")
+        .expect("exit file");
+    assert_eq!(recorded, status);
+    case.finish();
+}
+
+#[test]
+fn long_lines_are_split_into_partial_chunks() {
+    let mut case = Case::new();
+    let spec = case.spec(&[
+        "sh",
+        "-c",
+        "head -c 40000 /dev/zero | tr '\\0' a; echo; echo short",
+    ]);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0);
+    let shape: Vec<_> = lines
+        .iter()
+        .map(|l| (l.tag.as_str(), l.content.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("P", 16384),
+            ("P", 16384),
+            ("F", 40000 - 2 * 16384),
+            ("F", 5)
+        ]
+    );
+    assert!(
+        lines[..3]
+            .iter()
+            .all(|l| l.content.bytes().all(|b| b == b'a'))
+    );
+    case.finish();
+}
+
+#[test]
+fn a_killed_container_exits_128_plus_the_signal() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sleep", "1000"]);
+    let launched = case.launch(&spec);
+    monitor::start(&case.state).expect("start");
+    let comm = fs::read_to_string(format!("/proc/{}/comm", launched.init_pid)).expect("init comm");
+    assert_eq!(comm.trim(), "sleep");
+    monitor::kill(&case.state, 9).expect("kill");
+    let status = monitor::wait(&case.state).expect("wait");
+    assert_eq!((status.exit_code, status.signal), (137, Some(9)));
+    // Killing what has exited is not an error (stop is idempotent).
+    monitor::kill(&case.state, 9).expect("kill again");
+    case.finish();
+}
+
+#[test]
+fn a_created_container_can_be_killed_before_start() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sh", "-c", "echo never"]);
+    case.launch(&spec);
+    monitor::kill(&case.state, 9).expect("kill");
+    let status = monitor::wait(&case.state).expect("wait");
+    assert_eq!(status.exit_code, 137);
+    assert_eq!(fs::read_to_string(&case.log).expect("log"), "");
+    case.finish();
+}
+
+#[test]
+fn a_missing_program_fails_at_create_naming_the_step() {
+    let mut case = Case::new();
+    let spec = case.spec(&["no-such-program"]);
+    let err = monitor::launch(
+        &yonggi_bin(),
+        &case.state,
+        &spec,
+        &case.config(),
+        LAUNCH_TIMEOUT,
+    )
+    .expect_err("launch must fail");
+    match err {
+        monitor::MonitorError::Setup { step, message } => {
+            assert_eq!(step, "exec");
+            assert!(message.contains("no-such-program"), "{message}");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    if let Ok(pid) = fs::read_to_string(monitor::Paths::monitor_pid(&case.state)) {
+        case.pids.push(pid.trim().parse().expect("pid"));
+    }
+    assert!(!monitor::Paths::control(&case.state).exists());
+    case.finish();
+}
+
+#[test]
+fn the_container_has_its_own_mounts_proc_dev_and_hostname() {
+    let mut case = Case::new();
+    let script = "echo pid=$$; hostname; \
+        test -c /dev/null && echo devnull; test -L /dev/fd && echo devfd; \
+        test -e /proc/self/status && echo proc; \
+        touch /sys/x 2>/dev/null || echo sys-ro; \
+        touch /sys/fs/cgroup/x 2>/dev/null || echo cgroup-ro; \
+        ls /sys/fs/cgroup | head -1 | grep -q . && echo cgroup-listed; \
+        test -e /dev/pts/ptmx && echo pts; \
+        cat /etc/layer; cat /proc/self/mountinfo";
+    let spec = case.spec(&["sh", "-c", script]);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
+    assert_eq!(
+        &out[..10],
+        &[
+            "pid=1",
+            "yonggi-test",
+            "devnull",
+            "devfd",
+            "proc",
+            "sys-ro",
+            "cgroup-ro",
+            "cgroup-listed",
+            "pts",
+            "top",
+        ]
+    );
+    // Its mount table: mount point -> (fs type, per-mount options).
+    let mounts: std::collections::HashMap<&str, (&str, &str)> = out[10..]
+        .iter()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let f: Vec<_> = left.split(' ').collect();
+            Some((f[4], (right.split(' ').next()?, f[5])))
+        })
+        .collect();
+    assert_eq!(mounts.get("/").map(|m| m.0), Some("overlay"), "{mounts:?}");
+    assert_eq!(mounts.get("/proc").map(|m| m.0), Some("proc"));
+    assert_eq!(mounts.get("/dev").map(|m| m.0), Some("tmpfs"));
+    let sys = mounts.get("/sys").expect("/sys mounted");
+    assert!(
+        sys.0 == "sysfs" && sys.1.split(',').any(|o| o == "ro"),
+        "{sys:?}"
+    );
+    // Nothing of the host's tree is visible: no mount point outside the
+    // container's own, e.g. the host's test dir.
+    let host_dir = case.dir.path().to_string_lossy().into_owned();
+    assert!(
+        mounts.keys().all(|m| !m.starts_with(&host_dir)),
+        "{mounts:?}"
+    );
+    // The host's hostname is untouched.
+    assert_ne!(nix::unistd::gethostname().expect("hostname"), "yonggi-test");
+    case.finish();
+}
+
+#[test]
+fn bind_mounts_honour_read_only_and_writes_reach_the_host() {
+    let mut case = Case::new();
+    let ro = case.dir.path().join("ro");
+    let rw = case.dir.path().join("rw");
+    fs::create_dir_all(&ro).expect("dir");
+    fs::create_dir_all(&rw).expect("dir");
+    fs::write(ro.join("f"), "from-host\n").expect("file");
+    // A host path that is a symlink is resolved on the host.
+    let link = case.dir.path().join("rw-link");
+    std::os::unix::fs::symlink(&rw, &link).expect("symlink");
+    let mut spec = case.spec(&[
+        "sh",
+        "-c",
+        "cat /data/f; touch /data/x 2>/dev/null || echo ro-refused; \
+         touch /rro/x 2>/dev/null || echo rro-refused; echo written > /rw/out",
+    ]);
+    Case::add_bind(&mut spec, &ro, "/data", &["rbind", "ro", "rprivate"]);
+    Case::add_bind(&mut spec, &ro, "/rro", &["rbind", "rro", "rslave"]);
+    Case::add_bind(&mut spec, &link, "/rw", &["rbind", "rw"]);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
+    assert_eq!(out, vec!["from-host", "ro-refused", "rro-refused"]);
+    assert_eq!(
+        fs::read_to_string(rw.join("out")).expect("written"),
+        "written\n"
+    );
+    assert!(!ro.join("x").exists());
+    case.finish();
+}
+
+/// CVE-2021-30465 class: a symlink in the image at a mount target must be
+/// resolved inside the rootfs, never on the host.
+#[test]
+fn a_symlinked_mount_target_stays_inside_the_rootfs() {
+    let mut case = Case::new();
+    let outside = case.dir.path().join("outside");
+    fs::create_dir_all(&outside).expect("dir");
+    // In the image: /escape -> <host path of `outside`>.
+    std::os::unix::fs::symlink(&outside, case.rootfs.join("escape")).expect("symlink");
+    let volume = case.dir.path().join("volume");
+    fs::create_dir_all(&volume).expect("dir");
+    fs::write(volume.join("f"), "volume\n").expect("file");
+    let inside = format!("{}/landing/f", outside.display());
+    let mut spec = case.spec(&["cat", inside.as_str()]);
+    Case::add_bind(&mut spec, &volume, "/escape/landing", &["rbind"]);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, vec![line("stdout", "F", "volume")]);
+    assert!(
+        !outside.join("landing").exists(),
+        "the bind target was created on the host"
+    );
+    case.finish();
+}
+
+#[test]
+fn the_monitor_outlives_its_launcher() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sh", "-c", "echo survived; exit 5"]);
+    spec.save(monitor::Paths::spec(&case.state)).expect("spec");
+    let config = serde_json::to_vec(&case.config()).expect("config");
+    fs::write(monitor::Paths::config(&case.state), config).expect("config");
+    let report = case.dir.path().join("report");
+    // A short-lived launcher: the shell exits once the monitor detached.
+    let launcher = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} monitor {} > {}",
+            yonggi_bin().display(),
+            case.state.display(),
+            report.display()
+        ))
+        .status()
+        .expect("launcher");
+    assert!(launcher.success());
+    let deadline = Instant::now() + LAUNCH_TIMEOUT;
+    while !fs::read_to_string(&report)
+        .unwrap_or_default()
+        .ends_with('\n')
+    {
+        assert!(Instant::now() < deadline, "no report from the monitor");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid: i32 = fs::read_to_string(monitor::Paths::monitor_pid(&case.state))
+        .expect("monitor pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    case.pids.push(pid);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("monitor alive");
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .expect("ppid")
+        .trim()
+        .to_string();
+    assert_ne!(ppid, std::process::id().to_string());
+    monitor::start(&case.state).expect("start");
+    let status = monitor::wait(&case.state).expect("wait");
+    assert_eq!(status.exit_code, 5);
+    assert_eq!(log_lines(&case.log), vec![line("stdout", "F", "survived")]);
+    case.finish();
+}
+
+#[test]
+fn the_log_is_reopened_after_a_rename() {
+    let mut case = Case::new();
+    let sync = case.dir.path().join("sync");
+    fs::create_dir_all(&sync).expect("dir");
+    let mut spec = case.spec(&[
+        "sh",
+        "-c",
+        "echo one; while [ ! -e /sync/go ]; do sleep 0.05; done; echo two",
+    ]);
+    Case::add_bind(&mut spec, &sync, "/sync", &["rbind"]);
+    case.launch(&spec);
+    monitor::start(&case.state).expect("start");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&case.log)
+        .unwrap_or_default()
+        .contains("one")
+    {
+        assert!(Instant::now() < deadline, "no first line");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rotated = case.log.with_extension("log.1");
+    fs::rename(&case.log, &rotated).expect("rotate");
+    monitor::reopen_log(&case.state).expect("reopen");
+    fs::write(sync.join("go"), "").expect("go");
+    let status = monitor::wait(&case.state).expect("wait");
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(log_lines(&rotated), vec![line("stdout", "F", "one")]);
+    assert_eq!(log_lines(&case.log), vec![line("stdout", "F", "two")]);
+    case.finish();
+}
