@@ -113,29 +113,32 @@ pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
 
 /// The value of extended attribute `name` of `path` (not following a final
 /// symlink), or `None` when it is not set.
-pub fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+pub fn lgetxattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let c_path = CString::new(path.as_os_str().as_bytes())?;
     let c_name = CString::new(name)?;
     let mut buf = vec![0u8; 256];
-    // SAFETY: both strings are NUL-terminated and the buffer pointer and
-    // length describe memory we own.
-    let rc = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-            _ => Err(err),
+    loop {
+        // SAFETY: both strings are NUL-terminated and the buffer pointer
+        // and length describe memory we own.
+        let rc = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            _ => return Err(err),
+        }
     }
-    buf.truncate(rc as usize);
-    Ok(Some(buf))
 }
 
 /// Unblocks every signal and resets ignored ones to their default action:
@@ -150,6 +153,54 @@ pub fn reset_signals() -> io::Result<()> {
         // SAFETY: SIG_DFL installs no handler code, so no handler can run
         // in an async-signal-unsafe context.
         unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}
+
+/// The names of the extended attributes of `path` (not following a final
+/// symlink).
+pub fn llistxattr(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: the path is NUL-terminated and the buffer pointer and
+        // length describe memory we own.
+        let rc = unsafe { libc::llistxattr(c_path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(err),
+        }
+    }
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// Sets extended attribute `name` of `path` (not following a final symlink).
+pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let c_name = CString::new(name)?;
+    // SAFETY: both strings are NUL-terminated and the value pointer and
+    // length describe a live slice.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The copy fallback: layers applied one by one onto a plain directory,
 //! interpreting the overlay-style whiteouts the unpacker leaves in them.
-//! Ownership, modes, times, symlinks, device nodes and hard links (within a
-//! layer) are kept; extended attributes other than the opaque marker are
-//! not (a known limit of the fallback: file capabilities are lost).
+//! Ownership, modes, times, extended attributes (file capabilities among
+//! them; overlay's own `trusted.overlay.*` markers excepted), symlinks,
+//! device nodes and hard links (within a layer) are kept.
 
 use std::collections::HashMap;
 use std::fs;
@@ -20,16 +20,18 @@ pub(super) fn apply_layer(layer: &Path, target: &Path) -> Result<(), SnapshotErr
     let mut links = HashMap::new();
     copy_dir(layer, target, &mut links)?;
     let meta = fs::symlink_metadata(layer).map_err(io_err("reading", layer))?;
-    set_attrs(target, &meta)
+    set_attrs(layer, target, &meta)
 }
+
+const OPAQUE: &[u8] = b"trusted.overlay.opaque";
 
 fn is_whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 fn is_opaque(dir: &Path) -> Result<bool, SnapshotError> {
-    let value = crate::runtime::sys::lgetxattr(dir, "trusted.overlay.opaque")
-        .map_err(io_err("reading xattrs of", dir))?;
+    let value =
+        crate::runtime::sys::lgetxattr(dir, OPAQUE).map_err(io_err("reading xattrs of", dir))?;
     Ok(value.as_deref() == Some(b"y"))
 }
 
@@ -69,7 +71,7 @@ fn copy_dir(
                 fs::create_dir(&to).map_err(io_err("creating", &to))?;
             }
             copy_dir(&from, &to, links)?;
-            set_attrs(&to, &meta)?;
+            set_attrs(&from, &to, &meta)?;
             continue;
         }
         remove_any(&to)?;
@@ -110,16 +112,33 @@ fn copy_entry(
         // Sockets in a layer are meaningless once copied.
         return Ok(());
     }
-    set_attrs(to, meta)
+    set_attrs(from, to, meta)
 }
 
-fn set_attrs(path: &Path, meta: &fs::Metadata) -> Result<(), SnapshotError> {
+fn copy_xattrs(from: &Path, to: &Path) -> Result<(), SnapshotError> {
+    use crate::runtime::sys;
+    for name in sys::llistxattr(from).map_err(io_err("listing xattrs of", from))? {
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        if let Some(value) =
+            sys::lgetxattr(from, &name).map_err(io_err("reading xattrs of", from))?
+        {
+            sys::lsetxattr(to, &name, &value).map_err(io_err("setting xattrs of", to))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_attrs(from: &Path, path: &Path, meta: &fs::Metadata) -> Result<(), SnapshotError> {
     lchown(path, Some(meta.uid()), Some(meta.gid())).map_err(io_err("chown", path))?;
     if !meta.file_type().is_symlink() {
         // chown clears set-id bits, so the mode goes after it.
         let mode = fs::Permissions::from_mode(meta.mode() & 0o7777);
         fs::set_permissions(path, mode).map_err(io_err("chmod", path))?;
     }
+    // After chown, which drops security.capability.
+    copy_xattrs(from, path)?;
     let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
     let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
     utimensat(
