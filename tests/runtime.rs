@@ -551,3 +551,305 @@ fn the_log_is_reopened_after_a_rename() {
     assert_eq!(log_lines(&case.log), vec![line("stdout", "F", "two")]);
     case.finish();
 }
+
+/// The monitor's memory while its container runs, printed for the report
+/// (`cargo test --test runtime monitor_memory -- --nocapture`).
+#[test]
+fn monitor_memory() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sleep", "1000"]);
+    let launched = case.launch(&spec);
+    monitor::start(&case.state).expect("start");
+    let status =
+        fs::read_to_string(format!("/proc/{}/status", launched.monitor_pid)).expect("status");
+    let rollup =
+        fs::read_to_string(format!("/proc/{}/smaps_rollup", launched.monitor_pid)).expect("smaps");
+    let field = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("field")
+    };
+    let rss = field(&status, "VmRSS:");
+    let pss = field(&rollup, "Pss:");
+    println!(
+        "monitor {}: VmRSS {rss} kB, Pss {pss} kB",
+        launched.monitor_pid
+    );
+    assert!(rss > 0 && pss > 0);
+    monitor::kill(&case.state, 9).expect("kill");
+    monitor::wait(&case.state).expect("wait");
+    case.finish();
+}
+
+/// Waits until `path` has `text`, the container's side of a handshake.
+fn wait_for(path: &Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(path).unwrap_or_default().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never got {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A pod's namespaces are joined by path: the second container shares the
+/// first one's network, IPC and UTS namespaces (its hostname too).
+#[test]
+fn namespaces_given_by_path_are_joined() {
+    let mut pod = Case::new();
+    let mut spec = pod.spec(&["sleep", "1000"]);
+    spec.set_hostname(Some("pod-host".to_string()));
+    let holder = pod.launch(&spec);
+    monitor::start(&pod.state).expect("start the holder");
+
+    let mut case = Case::new();
+    let mut spec = case.spec(&[
+        "sh",
+        "-c",
+        "hostname; for n in net ipc pid; do readlink /proc/self/ns/$n; done",
+    ]);
+    spec.set_hostname(Some("ignored".to_string()));
+    let linux = spec.linux_mut().as_mut().expect("linux");
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for ns in namespaces.iter_mut() {
+        let name = match ns.typ() {
+            LinuxNamespaceType::Network => "net",
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Uts => "uts",
+            _ => continue,
+        };
+        ns.set_path(Some(PathBuf::from(format!(
+            "/proc/{}/ns/{name}",
+            holder.init_pid
+        ))));
+    }
+    linux.set_namespaces(Some(namespaces));
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    let ns = |name: &str| {
+        fs::read_link(format!("/proc/{}/ns/{name}", holder.init_pid))
+            .expect("holder ns")
+            .display()
+            .to_string()
+    };
+    let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
+    assert_eq!(
+        out[..3],
+        ["pod-host", ns("net").as_str(), ns("ipc").as_str()]
+    );
+    // Its PID namespace is its own.
+    assert_ne!(out[3], ns("pid"));
+    case.finish();
+    monitor::kill(&pod.state, 9).expect("kill the holder");
+    monitor::wait(&pod.state).expect("wait the holder");
+    pod.finish();
+}
+
+#[test]
+fn a_terminal_container_writes_through_a_pty() {
+    let mut case = Case::new();
+    let mut spec = case.spec(&[
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo on-a-tty; echo err >&2",
+    ]);
+    spec.process_mut()
+        .as_mut()
+        .expect("process")
+        .set_terminal(Some(true));
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    // One stream; the pty turns "\n" into "\r\n".
+    let out: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.stream.as_str(),
+                l.tag.as_str(),
+                l.content.trim_end_matches('\r'),
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        vec![("stdout", "F", "on-a-tty"), ("stdout", "F", "err")]
+    );
+    case.finish();
+}
+
+/// A memory cgroup of the test's own (v1 here; the hybrid host has its
+/// memory controller there), removed on drop.
+struct MemoryCgroup(PathBuf);
+
+impl MemoryCgroup {
+    fn new(limit: u64) -> MemoryCgroup {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/yonggi-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        fs::create_dir(&dir).expect("create the test cgroup");
+        let cg = MemoryCgroup(dir);
+        fs::write(cg.0.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
+        if cg.0.join("memory.memsw.limit_in_bytes").exists() {
+            fs::write(cg.0.join("memory.memsw.limit_in_bytes"), limit.to_string()).expect("memsw");
+        }
+        cg
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0)
+}
+
+/// The init joins the given cgroup; the container sees it as the root of
+/// its /sys/fs/cgroup (cgroup namespace), and an OOM kill is recorded.
+#[test]
+fn the_cgroup_is_joined_and_an_oom_kill_is_recorded() {
+    if !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        panic!("this test expects the v1 memory controller of the hybrid CI host");
+    }
+    let mut case = Case::new();
+    let cgroup = MemoryCgroup::new(32 << 20);
+    let spec = case.spec(&[
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    let mut config = case.config();
+    config.cgroup_dirs = vec![cgroup.0.clone()];
+    config.oom_events = Some(cgroup.0.join("memory.oom_control"));
+    let launched = monitor::launch(&yonggi_bin(), &case.state, &spec, &config, LAUNCH_TIMEOUT)
+        .expect("launch");
+    case.pids.extend([launched.monitor_pid, launched.init_pid]);
+    let procs = fs::read_to_string(cgroup.0.join("cgroup.procs")).expect("procs");
+    assert!(
+        procs.lines().any(|p| p == launched.init_pid.to_string()),
+        "{procs}"
+    );
+    monitor::start(&case.state).expect("start");
+    let status = monitor::wait(&case.state).expect("wait");
+    let lines = log_lines(&case.log);
+    assert_eq!(lines.first().map(|l| l.content.as_str()), Some("33554432"));
+    assert!(status.oom_killed, "{status:?} {lines:?}");
+    assert_ne!(status.exit_code, 0);
+    assert!(!lines.iter().any(|l| l.content == "survived"));
+    case.finish();
+}
+
+/// A host directory made a shared mount, unmounted on drop.
+struct SharedMount(PathBuf);
+
+impl SharedMount {
+    fn new(path: &Path) -> SharedMount {
+        use nix::mount::{MsFlags, mount};
+        fs::create_dir_all(path).expect("dir");
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind");
+        let shared = SharedMount(path.to_path_buf());
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .expect("shared");
+        shared
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0.join("sub"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// rslave: a mount the host makes under the volume after start shows up
+/// inside; rshared: one the container makes shows up on the host.
+#[test]
+fn rslave_and_rshared_propagation() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    for mode in ["rslave", "rshared"] {
+        let mut case = Case::new();
+        let volume = SharedMount::new(&case.dir.path().join("volume"));
+        let sync = case.dir.path().join("sync");
+        fs::create_dir_all(&sync).expect("dir");
+        fs::create_dir_all(volume.0.join("sub")).expect("dir");
+        let script = match mode {
+            "rslave" => {
+                "echo ready > /sync/state; \
+                while [ ! -e /sync/go ]; do sleep 0.05; done; cat /vol/sub/marker"
+            }
+            _ => {
+                "mount -t tmpfs tmpfs /vol/sub && echo from-container > /vol/sub/marker; \
+                echo ready > /sync/state; while [ ! -e /sync/go ]; do sleep 0.05; done"
+            }
+        };
+        let mut spec = case.spec(&["sh", "-c", script]);
+        Case::add_bind(&mut spec, &volume.0, "/vol", &["rbind", mode]);
+        Case::add_bind(&mut spec, &sync, "/sync", &["rbind"]);
+        if mode == "rshared" {
+            let linux = spec.linux_mut().as_mut().expect("linux");
+            linux.set_rootfs_propagation(Some("rshared".to_string()));
+            let process = spec.process_mut().as_mut().expect("process");
+            let mut caps = yonggi::runtime::default_capabilities();
+            caps.insert(oci_spec::runtime::Capability::SysAdmin);
+            process.set_capabilities(Some(
+                LinuxCapabilitiesBuilder::default()
+                    .bounding(caps.clone())
+                    .effective(caps.clone())
+                    .permitted(caps)
+                    .build()
+                    .expect("caps"),
+            ));
+        }
+        case.launch(&spec);
+        monitor::start(&case.state).expect("start");
+        wait_for(&sync.join("state"), "ready");
+        if mode == "rslave" {
+            let sub = volume.0.join("sub");
+            mount(
+                Some("tmpfs"),
+                &sub,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .expect("host mount");
+            fs::write(sub.join("marker"), "from-host\n").expect("marker");
+        } else {
+            let marker = fs::read_to_string(volume.0.join("sub/marker"));
+            assert_eq!(marker.ok().as_deref(), Some("from-container\n"), "{mode}");
+        }
+        fs::write(sync.join("go"), "").expect("go");
+        let status = monitor::wait(&case.state).expect("wait");
+        assert_eq!(status.exit_code, 0, "{mode}: {:?}", log_lines(&case.log));
+        if mode == "rslave" {
+            assert_eq!(log_lines(&case.log), vec![line("stdout", "F", "from-host")]);
+        }
+        let _ = umount2(&volume.0.join("sub"), MntFlags::MNT_DETACH);
+        drop(volume);
+        case.finish();
+    }
+}
