@@ -39,6 +39,12 @@ enum Command {
         /// The container's state dir (config.json, monitor.json).
         state_dir: PathBuf,
     },
+    /// Internal: run one process in a running container (ExecSync).
+    #[command(hide = true)]
+    Exec {
+        /// The exec spec (JSON `runtime::exec::ExecSpec`).
+        spec: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         } => serve(config, log_level, log_format),
         // Before any runtime or thread: the monitor forks.
         Command::Monitor { state_dir } => yonggi::monitor::main(&state_dir),
+        // Before any runtime or thread: it joins a mount namespace and forks.
+        Command::Exec { spec } => yonggi::runtime::exec::main(&spec),
     }
 }
 

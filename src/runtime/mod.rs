@@ -13,6 +13,7 @@
 mod cgroupfs;
 pub mod channel;
 mod devices;
+pub mod exec;
 mod init;
 mod mounts;
 pub mod path;
