@@ -5,4 +5,5 @@
 pub mod daemon;
 
 pub use daemon::{Daemon, DaemonOptions};
+pub mod engine;
 pub mod rootfs;
