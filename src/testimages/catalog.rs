@@ -307,6 +307,52 @@ pub fn web_server_image(port: u16) -> Result<Image, Error> {
     )
 }
 
+/// critest's hard-coded `nginx:1.14-2`, played by busybox httpd behind
+/// [`super::programs::NGINX`]; CMD `nginx -g 'daemon off;'` as upstream.
+pub fn nginx_image() -> Result<Image, Error> {
+    let mut layer = LayerBuilder::new();
+    layer
+        .file("usr/sbin/nginx", 0o755, super::programs::NGINX)
+        .dir("usr/share", 0o755)
+        .dir("usr/share/nginx", 0o755)
+        .dir("usr/share/nginx/html", 0o755)
+        .file("usr/share/nginx/html/index.html", 0o644, WEB_INDEX);
+    let config = ImageConfig {
+        cmd: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
+        exposed_ports: vec!["80/tcp".into()],
+        stop_signal: Some("SIGTERM".into()),
+        ..ImageConfig::default()
+    };
+    busybox_image(
+        config,
+        vec![(
+            layer.build(Compression::Gzip)?,
+            "yonggi-testimages: nginx stand-in",
+        )],
+    )
+}
+
+/// critest's `nonewprivs:1.3`: `/usr/local/bin/nnp`, setuid root, printing
+/// `Effective uid: N`; CMD `nnp`.
+pub fn nonewprivs_image() -> Result<Image, Error> {
+    let mut layer = LayerBuilder::new();
+    layer
+        .dir("usr/local", 0o755)
+        .dir("usr/local/bin", 0o755)
+        .file("usr/local/bin/nnp", 0o4755, super::programs::nnp_binary()?);
+    let config = ImageConfig {
+        cmd: vec!["nnp".into()],
+        ..ImageConfig::default()
+    };
+    busybox_image(
+        config,
+        vec![(
+            layer.build(Compression::Gzip)?,
+            "yonggi-testimages: setuid nnp",
+        )],
+    )
+}
+
 /// amd64 and arm64 images in one index. Both carry the host's (amd64)
 /// busybox; they differ in their config's platform and `/etc/yonggi-arch`.
 pub fn multiarch_index(format: ManifestFormat) -> Result<Index, Error> {
@@ -462,6 +508,10 @@ pub mod critest {
     pub const BUSYBOX_TAG: &str = "1.29-2";
     pub const HTTPD: &str = "e2e-test-images/httpd";
     pub const HTTPD_TAG: &str = "2.4.39-4";
+    pub const NGINX: &str = "e2e-test-images/nginx";
+    pub const NGINX_TAG: &str = "1.14-2";
+    pub const NONEWPRIVS: &str = "e2e-test-images/nonewprivs";
+    pub const NONEWPRIVS_TAG: &str = "1.3";
     pub const CRI_TOOLS: &str = "k8s-staging-cri-tools";
 }
 
@@ -474,6 +524,12 @@ fn critest_images() -> Result<Vec<TestImage>, Error> {
             busybox_image(ImageConfig::default(), vec![])?,
         ),
         test_image(critest::HTTPD, &[critest::HTTPD_TAG], web_server_image(80)?),
+        test_image(critest::NGINX, &[critest::NGINX_TAG], nginx_image()?),
+        test_image(
+            critest::NONEWPRIVS,
+            &[critest::NONEWPRIVS_TAG],
+            nonewprivs_image()?,
+        ),
         test_image(
             &tools("hostnet-nginx-amd64"),
             &["latest"],

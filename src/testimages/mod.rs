@@ -12,12 +12,15 @@
 //!   uncompressed, gzip or zstd.
 //! - [`image`]: image configs, manifests (OCI or Docker schema 2), indexes.
 //! - [`rootfs`]: the busybox base layer taken from the host.
+//! - [`programs`]: `pgrep`/`ipcs` scripts, an nginx stand-in, the setuid
+//!   `nnp` assembled from source.
 //! - [`catalog`]: the named test images and the critest set.
 //! - [`push`]: pushing blobs, manifests and indexes.
 
 pub mod catalog;
 pub mod image;
 pub mod layer;
+pub mod programs;
 pub mod push;
 pub mod rootfs;
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use super::Error;
 use super::layer::{Compression, Kind, Layer, LayerBuilder, compress_layer};
+use super::{Error, programs};
 
 /// The host busybox the base layer is made of.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -59,51 +59,6 @@ netdev:x:82:
 users:x:100:
 nogroup:x:65534:
 ";
-
-/// Debian's busybox is built without `pgrep`; critest runs `pgrep sleep`.
-/// Prints the PIDs whose process name matches the pattern (a basic regular
-/// expression, as grep reads it).
-const PGREP: &str = r#"#!/bin/sh
-# pgrep PATTERN: the PIDs of processes whose name matches PATTERN.
-if [ "$#" -ne 1 ]; then
-	echo "usage: pgrep PATTERN" >&2
-	exit 2
-fi
-status=1
-for dir in /proc/[0-9]*; do
-	pid=${dir#/proc/}
-	[ "$pid" = "$$" ] && continue
-	name=$(cat "$dir/comm" 2>/dev/null) || continue
-	if printf '%s\n' "$name" | grep -q -e "$1"; then
-		echo "$pid"
-		status=0
-	fi
-done
-exit $status
-"#;
-
-/// Debian's busybox is built without `ipcs`; critest runs `ipcs -m` and looks
-/// for a segment id. Lists System V shared memory from /proc/sysvipc/shm in
-/// the util-linux layout.
-const IPCS: &str = r#"#!/bin/sh
-# ipcs [-m]: System V shared memory segments (the only kind shown).
-for arg in "$@"; do
-	case "$arg" in
-	-m) ;;
-	*) echo "ipcs: only -m is supported" >&2; exit 2 ;;
-	esac
-done
-echo
-echo "------ Shared Memory Segments --------"
-echo "key        shmid      owner      perms      bytes      nattch     status"
-if [ -r /proc/sysvipc/shm ]; then
-	awk 'NR > 1 {
-		key = $1; if (key < 0) key += 4294967296
-		printf "0x%08x %-10s %-10s %-10o %-10s %-10s\n", key, $2, $8, $3, $4, $7
-	}' /proc/sysvipc/shm
-fi
-echo
-"#;
 
 const NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n";
 
@@ -159,7 +114,7 @@ pub fn busybox_entries(busybox: &Path) -> Result<LayerBuilder, Error> {
             layer.hard_link(&format!("bin/{applet}"), "bin/busybox");
         }
     }
-    for (name, script) in [("pgrep", PGREP), ("ipcs", IPCS)] {
+    for (name, script) in [("pgrep", programs::PGREP), ("ipcs", programs::IPCS)] {
         if !applets.iter().any(|a| a == name) {
             layer.file(&format!("bin/{name}"), 0o755, script);
         }
@@ -246,14 +201,14 @@ pub fn entry_kind<'a>(layer: &'a LayerBuilder, path: &str) -> Option<&'a Kind> {
         .map(|e| &e.kind)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|source| Error::ReadHost {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn run(command: &mut Command) -> Result<String, Error> {
+pub(crate) fn run(command: &mut Command) -> Result<String, Error> {
     let text = format!("{command:?}");
     let output = command.output().map_err(|source| Error::Command {
         command: text.clone(),
