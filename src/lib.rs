@@ -9,3 +9,7 @@ pub mod daemon;
 pub mod logging;
 pub mod node;
 pub mod state;
+/// Test and operations tooling (test images, pushing them); not used by the
+/// runtime itself.
+#[doc(hidden)]
+pub mod testimages;
