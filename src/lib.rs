@@ -8,4 +8,5 @@ pub mod cri;
 pub mod daemon;
 pub mod logging;
 pub mod node;
+pub mod runtime;
 pub mod state;
