@@ -108,6 +108,48 @@ pub enum CgroupError {
     KillTimeout { path: CgroupPath, waited_ms: u128 },
 }
 
+/// Who is at fault for a [`CgroupError`], for callers choosing a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Malformed input, or a value the kernel refused as invalid (a CPU the
+    /// host does not have): InvalidArgument.
+    Input,
+    /// Well-formed input this host cannot honour (cgroup v2 keys on v1, swap
+    /// without swap accounting, a missing controller): FailedPrecondition.
+    Unsupported,
+    /// The host failed (I/O, processes that would not die): Internal.
+    Host,
+}
+
+impl CgroupError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            CgroupError::InvalidPath { .. }
+            | CgroupError::InvalidSlice { .. }
+            | CgroupError::InvalidResource { .. }
+            | CgroupError::UnknownUnifiedKey { .. } => Fault::Input,
+            CgroupError::Write { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::ERANGE)) =>
+            {
+                Fault::Input
+            }
+            CgroupError::UnifiedUnsupported { .. }
+            | CgroupError::ControllerUnavailable(_)
+            | CgroupError::SwapUnsupported
+            | CgroupError::UnsupportedPageSize { .. } => Fault::Unsupported,
+            CgroupError::NoHierarchy(_)
+            | CgroupError::Create { .. }
+            | CgroupError::Remove { .. }
+            | CgroupError::Read { .. }
+            | CgroupError::Write { .. }
+            | CgroupError::Parse { .. }
+            | CgroupError::Open { .. }
+            | CgroupError::Signal { .. }
+            | CgroupError::KillTimeout { .. } => Fault::Host,
+        }
+    }
+}
+
 /// One cgroup: its path, and the directories yonggi created for it (so
 /// deletion removes exactly those, leaf first, and never a parent someone
 /// else made). Serializable so it can live in the state store.

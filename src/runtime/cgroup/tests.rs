@@ -320,6 +320,38 @@ fn unified_is_refused_off_v2_and_changes_nothing() {
 }
 
 #[test]
+fn errors_say_whose_fault_they_are() {
+    let (_d, _fake, cg) = host("v1");
+    let c = cg.create(&path("/pod/ctr")).expect("create");
+    let unified = Resources {
+        unified: [("memory.high".to_string(), "1".to_string())].into(),
+        ..Default::default()
+    };
+    let err = cg.apply(&c, &unified).expect_err("unified on v1");
+    assert_eq!(err.fault(), Fault::Unsupported);
+    let bad = Resources {
+        cpu_period: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(cg.apply(&c, &bad).expect_err("bad").fault(), Fault::Input);
+    assert_eq!(
+        CgroupPath::parse("/a/..").expect_err("bad path").fault(),
+        Fault::Input
+    );
+    let refused = CgroupError::Write {
+        path: "cpuset.cpus".into(),
+        value: "7".into(),
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+    };
+    assert_eq!(refused.fault(), Fault::Input);
+    let busy = CgroupError::Remove {
+        path: "x".into(),
+        source: std::io::Error::from_raw_os_error(libc::EBUSY),
+    };
+    assert_eq!(busy.fault(), Fault::Host);
+}
+
+#[test]
 fn bad_input_changes_nothing() {
     let (_d, fake, cg) = host("v2");
     let c = cg.create(&path("/pod/ctr")).expect("create");
@@ -532,4 +564,128 @@ fn cgroup_records_round_trip_through_json() {
     assert_eq!(back, c);
     assert!(serde_json::from_str::<Cgroup>(r#"{"path":"/a/../b"}"#).is_err());
     assert!(Path::new(back.path().as_str()).is_absolute());
+}
+
+/// Root tests of the pure-v1 code paths on the real kernel, by viewing
+/// this host without its unified hierarchy (a hybrid host is then exactly
+/// a v1 host). On a pure v2 host there is nothing to view this way.
+mod real_v1 {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::super::*;
+
+    fn v1_view() -> Option<Cgroups> {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (cgroups); run the suite as root, as CI does"
+        );
+        let host = Cgroups::detect().expect("detect");
+        if host.mode() == Mode::V2 {
+            return None;
+        }
+        let mut layout = host.inner.layout.clone();
+        layout.unified = None;
+        layout.v2_controllers.clear();
+        layout.mode = Mode::V1;
+        Some(Cgroups {
+            inner: Arc::new(Inner {
+                fs: Box::new(HostFs),
+                layout,
+            }),
+        })
+    }
+
+    #[test]
+    fn freezer_kill_catches_a_forking_shell() {
+        let Some(cgroups) = v1_view() else { return };
+        assert!(
+            matches!(
+                cgroups.inner.layout.location(Controller::Freezer),
+                Some(Location::V1(_))
+            ),
+            "this v1 host has no freezer"
+        );
+        let path = CgroupPath::parse(&format!("/yonggi-test-{:016x}", rand::random::<u64>()))
+            .expect("path");
+        let cg = cgroups.create(&path).expect("create");
+        let limits = Resources {
+            pids_limit: Some(40),
+            ..Default::default()
+        };
+        cgroups.apply(&cg, &limits).expect("pids limit");
+        // Forks as fast as it can, up to the pids limit and on.
+        let mut child = Command::new("sh")
+            .args(["-c", "read go; while :; do sleep 100 & done"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let result = (|| {
+            cgroups.add_process(&cg, pid)?;
+            use std::io::Write;
+            if let Some(stdin) = child.stdin.as_mut() {
+                let _ = stdin.write_all(b"go\n");
+            }
+            let start = Instant::now();
+            while cgroups.pids(&cg)?.len() < 20 && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let before = cgroups.pids(&cg)?.len();
+            cgroups.kill_all(&cg, Duration::from_secs(10))?;
+            // Never left frozen: a later exec or kill would hang.
+            if let Some(Location::V1(freezer)) = cgroups.inner.layout.location(Controller::Freezer)
+            {
+                let state = freezer.join(path.relative()).join("freezer.state");
+                assert_eq!(
+                    std::fs::read_to_string(state).expect("state").trim(),
+                    "THAWED"
+                );
+            }
+            Ok::<usize, CgroupError>(before)
+        })();
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        let left = cgroups.pids(&cg).expect("pids");
+        let _ = cgroups.kill_all(&cg, Duration::from_secs(5));
+        let deleted = cgroups.delete(&cg);
+        let before = result.expect("kill all");
+        assert!(before >= 20, "only {before} processes were started");
+        assert!(left.is_empty(), "{left:?} survived");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        deleted.expect("delete");
+        for mount in cgroups.inner.layout.mounts() {
+            assert!(!mount.join(path.relative()).exists());
+        }
+    }
+
+    #[test]
+    fn stats_and_limits_read_back_through_v1_files() {
+        let Some(cgroups) = v1_view() else { return };
+        let path = CgroupPath::parse(&format!("/yonggi-test-{:016x}/c", rand::random::<u64>()))
+            .expect("path");
+        let cg = cgroups.create(&path).expect("create");
+        let res = Resources {
+            cpu_shares: Some(256),
+            memory_limit: Some(32 << 20),
+            memory_swap: Some(32 << 20),
+            ..Default::default()
+        };
+        let applied = cgroups.apply(&cg, &res);
+        let stats = cgroups.stats(&cg);
+        let deleted = cgroups.delete(&cg);
+        applied.expect("apply");
+        let stats = stats.expect("stats");
+        assert_eq!(stats.memory_limit_bytes, Some(32 << 20));
+        assert_eq!((stats.pids, stats.oom_kills), (0, 0));
+        deleted.expect("delete");
+        let top = path.lineage()[0].clone();
+        for mount in cgroups.inner.layout.mounts() {
+            assert!(!mount.join(top.relative()).exists(), "{}", mount.display());
+        }
+    }
 }
