@@ -33,6 +33,12 @@ impl Cgroups {
         let memory = self.dir_if(cg, Controller::Memory, memory_wanted)?;
         let pids = self.dir_if(cg, Controller::Pids, res.pids_limit.is_some())?;
         let hugetlb = self.dir_if(cg, Controller::Hugetlb, !res.hugepage_limits.is_empty())?;
+        // v1 has a devices controller; v2 takes an eBPF program instead.
+        let devices = match &res.devices {
+            None => None,
+            Some(_) if self.mode() == Mode::V2 => Some((Location::V2, self.v2_dir(cg)?)),
+            Some(_) => self.dir_if(cg, Controller::Devices, true)?,
+        };
 
         if let Some((loc, dir)) = cpu {
             self.apply_cpu(&loc, &dir, res)?;
@@ -75,6 +81,17 @@ impl Cgroups {
                     });
                 }
                 self.write(&file, &h.limit.to_string())?;
+            }
+        }
+        if let (Some((loc, dir)), Some(rules)) = (devices, &res.devices) {
+            match loc {
+                Location::V1(_) => {
+                    for rule in rules {
+                        self.write(&dir.join(rule.v1_file()), &rule.v1_line())?;
+                    }
+                }
+                Location::V2 => super::bpf::install(&dir, rules)
+                    .map_err(|source| CgroupError::DeviceProgram { path: dir, source })?,
             }
         }
         // Raw v2 settings last: they are the caller's override of the above.

@@ -12,6 +12,8 @@
 //! (recorded in `Cgroup`) and the processes inside a given cgroup.
 
 mod apply;
+mod bpf;
+mod devices;
 mod fs;
 mod hierarchy;
 mod path;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use devices::{Access, DeviceKind, DeviceRule, default_device_rules};
 pub use hierarchy::{Controller, Mode};
 pub use path::{CgroupPath, Driver, SCOPE_PREFIX, expand_slice};
 pub use resources::{HugepageLimit, Resources, shares_to_weight};
@@ -92,6 +95,12 @@ pub enum CgroupError {
     },
     #[error("unexpected content in {path}: {content:?}")]
     Parse { path: PathBuf, content: String },
+    #[error("cannot install the device access program on {path}")]
+    DeviceProgram {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot open cgroup directory {path}")]
     Open {
         path: PathBuf,
@@ -144,6 +153,7 @@ impl CgroupError {
             | CgroupError::Write { .. }
             | CgroupError::Parse { .. }
             | CgroupError::Open { .. }
+            | CgroupError::DeviceProgram { .. }
             | CgroupError::Signal { .. }
             | CgroupError::KillTimeout { .. } => Fault::Host,
         }

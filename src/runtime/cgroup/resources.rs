@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use oci_spec::runtime::LinuxResources;
 
 use super::CgroupError;
+use super::devices::DeviceRule;
 
 /// Resource limits for one cgroup. `None` leaves a setting as it is, so the
 /// same struct serves creation and `UpdateContainerResources`.
@@ -31,6 +32,9 @@ pub struct Resources {
     /// Maximum number of tasks; zero or negative means no limit.
     pub pids_limit: Option<i64>,
     pub hugepage_limits: Vec<HugepageLimit>,
+    /// Device access rules, replacing the cgroup's current ones as a whole
+    /// (see [`super::default_device_rules`]); None leaves them as they are.
+    pub devices: Option<Vec<DeviceRule>>,
     /// Raw cgroup v2 settings, file name → value; rejected unless the host
     /// is pure cgroup v2.
     pub unified: BTreeMap<String, String>,
@@ -207,10 +211,13 @@ pub(crate) fn v2_limit(v: i64) -> String {
     }
 }
 
-impl From<&LinuxResources> for Resources {
+impl TryFrom<&LinuxResources> for Resources {
+    type Error = CgroupError;
+
     /// OCI uses 0 (or an empty string) for "not set" in several places, as
-    /// the CRI does; those become `None` here.
-    fn from(r: &LinuxResources) -> Resources {
+    /// the CRI does; those become `None` here. Fails on a malformed device
+    /// rule.
+    fn try_from(r: &LinuxResources) -> Result<Resources, CgroupError> {
         let nonzero_u = |v: Option<u64>| v.filter(|v| *v != 0);
         let nonzero_i = |v: Option<i64>| v.filter(|v| *v != 0);
         let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
@@ -238,7 +245,15 @@ impl From<&LinuxResources> for Resources {
         if let Some(u) = r.unified() {
             out.unified = u.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         }
-        out
+        if let Some(devices) = r.devices() {
+            out.devices = Some(
+                devices
+                    .iter()
+                    .map(DeviceRule::from_oci)
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -374,7 +389,7 @@ mod tests {
             )
             .build()
             .expect("resources");
-        let r = Resources::from(&oci);
+        let r = Resources::try_from(&oci).expect("convert");
         assert_eq!(
             r,
             Resources {

@@ -49,6 +49,7 @@ impl FakeFs {
             "memory",
             "pids",
             "freezer",
+            "devices",
             "systemd",
         ];
         if !hybrid {
@@ -140,6 +141,11 @@ impl FakeFs {
                 ],
                 "pids" => &[("pids.max", "max"), ("pids.current", "0")],
                 "freezer" => &[("freezer.state", "THAWED")],
+                "devices" => &[
+                    ("devices.allow", ""),
+                    ("devices.deny", ""),
+                    ("devices.list", ""),
+                ],
                 "hugetlb" => &[("hugetlb.2MB.limit_in_bytes", V1_UNLIMITED)],
                 _ => &[],
             };

@@ -97,12 +97,13 @@ fn v1_create_makes_every_hierarchy_and_inherits_cpusets() {
         "memory",
         "pids",
         "freezer",
+        "devices",
         "hugetlb",
     ] {
         assert!(d.path().join(m).join("yonggi/pod/ctr").is_dir(), "{m}");
     }
     assert!(!d.path().join("systemd/yonggi").exists());
-    assert_eq!(c.created.len(), 18);
+    assert_eq!(c.created.len(), 21);
     let cpuset_writes: Vec<_> = fake
         .take_log()
         .into_iter()
@@ -147,6 +148,7 @@ fn full_resources() -> Resources {
             page_size: "2MB".into(),
             limit: 0,
         }],
+        devices: None,
         unified: Default::default(),
     }
 }
@@ -298,6 +300,30 @@ fn v1_without_swap_accounting_accepts_only_no_extra_swap() {
         cg.apply(&c, &more),
         Err(CgroupError::SwapUnsupported)
     ));
+}
+
+#[test]
+fn v1_devices_are_written_rule_by_rule() {
+    for kind in ["v1", "hybrid"] {
+        let (_d, fake, cg) = host(kind);
+        let c = cg.create(&path("/pod/ctr")).expect("create");
+        fake.take_log();
+        let res = Resources {
+            devices: Some(default_device_rules()[..4].to_vec()),
+            ..Default::default()
+        };
+        cg.apply(&c, &res).expect("apply");
+        assert_eq!(
+            fake.take_log(),
+            log(&[
+                ("devices/pod/ctr/devices.deny", "a *:* rwm"),
+                ("devices/pod/ctr/devices.allow", "c *:* m"),
+                ("devices/pod/ctr/devices.allow", "b *:* m"),
+                ("devices/pod/ctr/devices.allow", "c 1:3 rwm"),
+            ]),
+            "{kind}"
+        );
+    }
 }
 
 #[test]
@@ -594,6 +620,97 @@ mod real_v1 {
                 layout,
             }),
         })
+    }
+
+    /// Runs `cat /dev/null` in `cg` and tells whether it could open it.
+    fn can_read_dev_null(cgroups: &Cgroups, cg: &Cgroup) -> bool {
+        use std::io::Write;
+        let mut child = Command::new("sh")
+            .args(["-c", "read go; exec cat /dev/null"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let added = cgroups.add_process(cg, pid);
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n");
+        }
+        let status = child.wait().expect("wait");
+        added.expect("add process");
+        status.success()
+    }
+
+    fn deny_dev_null() -> Resources {
+        let mut rules = vec![DeviceRule {
+            allow: true,
+            kind: DeviceKind::All,
+            major: None,
+            minor: None,
+            access: Access::ALL,
+        }];
+        rules.push(DeviceRule {
+            allow: false,
+            kind: DeviceKind::Char,
+            major: Some(1),
+            minor: Some(3),
+            access: Access::READ,
+        });
+        Resources {
+            devices: Some(rules),
+            ..Default::default()
+        }
+    }
+
+    fn check_device_rules(cgroups: &Cgroups) {
+        let path = CgroupPath::parse(&format!("/yonggi-test-{:016x}", rand::random::<u64>()))
+            .expect("path");
+        let cg = cgroups.create(&path).expect("create");
+        let result = (|| {
+            let open = can_read_dev_null(cgroups, &cg);
+            cgroups.apply(&cg, &deny_dev_null())?;
+            let denied = !can_read_dev_null(cgroups, &cg);
+            // The defaults allow /dev/null; an update replaces the rules.
+            let defaults = Resources {
+                devices: Some(default_device_rules()),
+                ..Default::default()
+            };
+            cgroups.apply(&cg, &defaults)?;
+            let allowed_again = can_read_dev_null(cgroups, &cg);
+            Ok::<_, CgroupError>((open, denied, allowed_again))
+        })();
+        let _ = cgroups.kill_all(&cg, Duration::from_secs(5));
+        let deleted = cgroups.delete(&cg);
+        let (open, denied, allowed_again) = result.expect("device rules");
+        assert!(open, "/dev/null unreadable before any rule");
+        assert!(denied, "the deny rule did not hold");
+        assert!(allowed_again, "the update did not replace the rules");
+        deleted.expect("delete");
+    }
+
+    #[test]
+    fn v1_device_rules_hold() {
+        let Some(cgroups) = v1_view() else { return };
+        check_device_rules(&cgroups);
+    }
+
+    /// The unified hierarchy of a hybrid host takes device programs as a
+    /// pure v2 host does: the kernel asks the program of a task's cgroup2
+    /// cgroup in both setups.
+    #[test]
+    fn v2_device_program_holds() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+        let host = Cgroups::detect().expect("detect");
+        let mut layout = host.inner.layout.clone();
+        layout.v1.clear();
+        layout.mode = Mode::V2;
+        let cgroups = Cgroups {
+            inner: Arc::new(Inner {
+                fs: Box::new(HostFs),
+                layout,
+            }),
+        };
+        check_device_rules(&cgroups);
     }
 
     #[test]
