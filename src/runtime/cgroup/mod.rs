@@ -160,6 +160,13 @@ impl CgroupError {
     }
 }
 
+/// Whether a `mkdir` failed because its parent disappeared. That parent
+/// is never one this call made (only its maker's delete removes a
+/// directory), so walking down again is safe.
+fn gone_meanwhile(e: &CgroupError) -> bool {
+    matches!(e, CgroupError::Create { source, .. } if source.kind() == io::ErrorKind::NotFound)
+}
+
 /// One cgroup: its path, and the directories yonggi created for it (so
 /// deletion removes exactly those, leaf first, and never a parent someone
 /// else made). Serializable so it can live in the state store.
@@ -265,24 +272,47 @@ impl Cgroups {
         let v2_enable = layout.v2_enabled();
         for mount in layout.mounts() {
             let is_unified = layout.unified.as_ref() == Some(&mount);
-            let mut parent = mount.clone();
-            for level in path.lineage() {
-                if is_unified && !v2_enable.is_empty() {
-                    self.enable_controllers(&parent, &v2_enable)?;
+            let is_cpuset = cpuset_mount.as_ref() == Some(&mount);
+            let enable: &[Controller] = if is_unified { &v2_enable } else { &[] };
+            // A parent shared with another pod can vanish between our
+            // finding it and making our directory in it (that pod's delete
+            // removed it): walk down again.
+            let mut tries = 0;
+            loop {
+                match self.create_in_mount(&mount, path, enable, is_cpuset, created) {
+                    Err(e) if gone_meanwhile(&e) && tries < 3 => tries += 1,
+                    other => break other?,
                 }
-                let dir = mount.join(level.relative());
-                match self.inner.fs.mkdir(&dir) {
-                    Ok(()) => {
-                        created.push(dir.clone());
-                        if cpuset_mount.as_ref() == Some(&mount) {
-                            self.inherit_cpuset(&parent, &dir)?;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(source) => return Err(CgroupError::Create { path: dir, source }),
-                }
-                parent = dir;
             }
+        }
+        Ok(())
+    }
+
+    fn create_in_mount(
+        &self,
+        mount: &Path,
+        path: &CgroupPath,
+        enable: &[Controller],
+        is_cpuset: bool,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), CgroupError> {
+        let mut parent = mount.to_path_buf();
+        for level in path.lineage() {
+            if !enable.is_empty() {
+                self.enable_controllers(&parent, enable)?;
+            }
+            let dir = mount.join(level.relative());
+            match self.inner.fs.mkdir(&dir) {
+                Ok(()) => {
+                    created.push(dir.clone());
+                    if is_cpuset {
+                        self.inherit_cpuset(&parent, &dir)?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(CgroupError::Create { path: dir, source }),
+            }
+            parent = dir;
         }
         Ok(())
     }

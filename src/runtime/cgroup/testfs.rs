@@ -16,6 +16,9 @@ const V1_UNLIMITED: &str = "9223372036854771712";
 pub(crate) struct FakeFs {
     root: PathBuf,
     log: Arc<Mutex<Vec<(String, String)>>>,
+    /// A directory whose first `mkdir` finds its parent removed, as when
+    /// another pod's delete wins a race.
+    vanish: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl FakeFs {
@@ -23,7 +26,12 @@ impl FakeFs {
         FakeFs {
             root: root.to_path_buf(),
             log: Arc::default(),
+            vanish: Arc::default(),
         }
+    }
+
+    pub(crate) fn vanish_parent_of(&self, dir: &Path) {
+        *self.vanish.lock().expect("vanish lock") = Some(dir.to_path_buf());
     }
 
     /// Writes so far as (path below the root, value), oldest first; clears.
@@ -173,6 +181,14 @@ pub(crate) fn put(dir: &Path, file: &str, value: &str) {
 
 impl CgroupFs for FakeFs {
     fn mkdir(&self, dir: &Path) -> io::Result<()> {
+        let mut vanish = self.vanish.lock().expect("vanish lock");
+        if vanish.as_deref() == Some(dir) {
+            *vanish = None;
+            if let Some(parent) = dir.parent() {
+                fs::remove_dir_all(parent)?;
+            }
+        }
+        drop(vanish);
         fs::create_dir(dir)?;
         self.populate(dir)
     }

@@ -134,6 +134,22 @@ fn create_rolls_back_on_failure() {
     }
 }
 
+#[test]
+fn create_walks_again_when_a_shared_parent_vanishes() {
+    let (d, fake, cg) = host("v1");
+    cg.create(&path("/shared")).expect("shared parent");
+    let mem = d.path().join("memory");
+    fake.vanish_parent_of(&mem.join("shared/pod"));
+    let pod = cg
+        .create(&path("/shared/pod"))
+        .expect("create after the race");
+    assert!(mem.join("shared/pod").is_dir());
+    // The parent re-made here is now this cgroup's to remove.
+    assert!(pod.created.contains(&mem.join("shared")));
+    let cpuset = std::fs::read_to_string(d.path().join("cpuset/shared/pod/cpuset.cpus"));
+    assert_eq!(cpuset.expect("cpuset").trim(), "0-1");
+}
+
 fn full_resources() -> Resources {
     Resources {
         cpu_shares: Some(1024),
