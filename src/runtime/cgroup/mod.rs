@@ -10,6 +10,31 @@
 //!
 //! yonggi only removes or kills what it was asked to: the cgroups it created
 //! (recorded in `Cgroup`) and the processes inside a given cgroup.
+//!
+//! A container's life, as the container code drives it:
+//!
+//! ```no_run
+//! # fn demo(oci: &oci_spec::runtime::LinuxResources, child_pid: i32)
+//! #     -> Result<(), yonggi::runtime::cgroup::CgroupError> {
+//! use std::time::Duration;
+//! use yonggi::runtime::cgroup::{Cgroups, Driver, Resources};
+//!
+//! let cgroups = Cgroups::detect()?;
+//! let driver = Driver::Cgroupfs; // from the config, as kubelet's
+//! let pod = driver.pod_cgroup("/kubepods/burstable/pod1234")?;
+//! let path = driver.container_cgroup(&pod, "0123abcd")?;
+//! let cg = cgroups.create_with(&path, &Resources::try_from(oci)?)?;
+//! // Store `cg` (it is serde) with the container, then start the process:
+//! // on pure v2 with `clone3(CLONE_INTO_CGROUP)` and `cgroups.clone_into_fd(&cg)?`,
+//! // elsewhere by moving it in:
+//! cgroups.add_process(&cg, child_pid)?;
+//! let usage = cgroups.stats(&cg)?;
+//! let oom_killed = cgroups.oom_kills(&cg)? > 0;
+//! cgroups.kill_all(&cg, Duration::from_secs(10))?;
+//! cgroups.delete(&cg)?;
+//! # let _ = (usage, oom_killed);
+//! # Ok(()) }
+//! ```
 
 mod apply;
 mod bpf;
@@ -18,6 +43,8 @@ mod fs;
 mod hierarchy;
 mod path;
 mod procs;
+#[cfg(test)]
+mod real_tests;
 mod resources;
 mod stats;
 #[cfg(test)]
@@ -315,6 +342,29 @@ impl Cgroups {
             parent = dir;
         }
         Ok(())
+    }
+
+    /// [`Cgroups::create`] then [`Cgroups::apply`], checking the resources
+    /// first and removing what was made if the kernel refuses a value, so a
+    /// failed call leaves nothing behind.
+    pub fn create_with(&self, path: &CgroupPath, res: &Resources) -> Result<Cgroup, CgroupError> {
+        res.validate()?;
+        if let Some(key) = res.unified.keys().next()
+            && self.mode() != Mode::V2
+        {
+            return Err(CgroupError::UnifiedUnsupported {
+                key: key.clone(),
+                mode: self.mode(),
+            });
+        }
+        let cg = self.create(path)?;
+        if let Err(e) = self.apply(&cg, res) {
+            if let Err(err) = self.delete(&cg) {
+                tracing::warn!(path = %cg.path, %err, "cannot remove a cgroup after a failed apply");
+            }
+            return Err(e);
+        }
+        Ok(cg)
     }
 
     /// Adds the controllers `parent` offers but does not yet pass down.
