@@ -74,10 +74,10 @@ impl Cgroups {
                     Location::V2 => format!("hugetlb.{}.max", h.page_size),
                 };
                 let file = dir.join(file);
-                if let Err(source) = self.inner.fs.read(&file) {
+                if !self.inner.fs.exists(&file) {
                     return Err(CgroupError::UnsupportedPageSize {
                         page_size: h.page_size.clone(),
-                        source,
+                        path: file,
                     });
                 }
                 self.write(&file, &h.limit.to_string())?;
@@ -198,7 +198,7 @@ impl Cgroups {
             (Some(-1), None) => Some(-1),
             (_, s) => s.map(|s| s.max(-1)),
         };
-        if swap.is_some() && self.inner.fs.read(&swap_file).is_err() {
+        if swap.is_some() && !self.inner.fs.exists(&swap_file) {
             // No swap accounting (kernel built or booted without it): fine
             // as long as no swap beyond the memory limit was asked for.
             match (memory, swap) {
@@ -232,7 +232,7 @@ impl Cgroups {
         }
         if let Some(swap) = v2_swap_max(res.memory_limit, res.memory_swap) {
             let file = dir.join("memory.swap.max");
-            if self.inner.fs.read(&file).is_err() {
+            if !self.inner.fs.exists(&file) {
                 // No swap accounting: only "no swap beyond memory" can hold.
                 if swap == "0" || swap == "max" {
                     return Ok(());

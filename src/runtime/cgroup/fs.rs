@@ -12,6 +12,9 @@ pub(crate) trait CgroupFs: Send + Sync + std::fmt::Debug {
     fn mkdir(&self, dir: &Path) -> io::Result<()>;
     fn rmdir(&self, dir: &Path) -> io::Result<()>;
     fn read(&self, file: &Path) -> io::Result<String>;
+    /// Whether a control file exists; some (`cgroup.kill`) are write-only,
+    /// and reading them fails even as root.
+    fn exists(&self, file: &Path) -> bool;
     /// Writes `value` to an existing control file in one `write(2)`: the
     /// kernel parses each write on its own, so a split write would be two
     /// settings.
@@ -35,6 +38,10 @@ impl CgroupFs for HostFs {
 
     fn read(&self, file: &Path) -> io::Result<String> {
         fs::read_to_string(file)
+    }
+
+    fn exists(&self, file: &Path) -> bool {
+        file.exists()
     }
 
     fn write(&self, file: &Path, value: &str) -> io::Result<()> {

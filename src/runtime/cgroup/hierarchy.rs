@@ -154,7 +154,7 @@ impl Layout {
             }
             // A v1 mount has `cgroup.procs` at its top; the tmpfs around the
             // mounts and other stray directories do not.
-            if fs.read(&dir.join("cgroup.procs")).is_err() {
+            if !fs.exists(&dir.join("cgroup.procs")) {
                 continue;
             }
             for part in name.split(',') {

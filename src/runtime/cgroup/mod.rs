@@ -89,12 +89,8 @@ pub enum CgroupError {
     ControllerUnavailable(Controller),
     #[error("a swap limit above the memory limit needs swap accounting, which this host lacks")]
     SwapUnsupported,
-    #[error("huge page size {page_size} is not supported by this host")]
-    UnsupportedPageSize {
-        page_size: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("huge page size {page_size} is not supported by this host ({path} does not exist)")]
+    UnsupportedPageSize { page_size: String, path: PathBuf },
     #[error("cannot create cgroup directory {path}")]
     Create {
         path: PathBuf,

@@ -93,8 +93,8 @@ impl Cgroups {
         if !dir.is_dir() {
             return Ok(());
         }
-        let has_kill_file = self.inner.layout.unified.is_some()
-            && self.inner.fs.read(&dir.join("cgroup.kill")).is_ok();
+        let has_kill_file =
+            self.inner.layout.unified.is_some() && self.inner.fs.exists(&dir.join("cgroup.kill"));
         let freezer = match self.inner.layout.location(Controller::Freezer) {
             Some(Location::V1(mount)) if !has_kill_file => Some(mount.join(cg.path.relative())),
             _ => None,

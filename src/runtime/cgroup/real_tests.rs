@@ -139,13 +139,17 @@ fn freezer_kill_catches_a_forking_shell() {
         CgroupPath::parse(&format!("/yonggi-test-{:016x}", rand::random::<u64>())).expect("path");
     let cg = cgroups.create(&path).expect("create");
     let limits = Resources {
-        pids_limit: Some(40),
+        pids_limit: Some(500),
         ..Default::default()
     };
     cgroups.apply(&cg, &limits).expect("pids limit");
-    // Forks as fast as it can, up to the pids limit and on.
+    // Forks as fast as it can, likely still forking when the kill starts;
+    // stays below the pids limit, as dash exits when a fork fails.
     let mut child = Command::new("sh")
-        .args(["-c", "read go; while :; do sleep 100 & done"])
+        .args([
+            "-c",
+            "read go; i=0; while [ $i -lt 300 ]; do sleep 100 & i=$((i+1)); done; wait",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -209,7 +209,15 @@ impl CgroupFs for FakeFs {
     }
 
     fn read(&self, file: &Path) -> io::Result<String> {
+        // Write-only in the kernel: reading fails with EINVAL, even as root.
+        if file.file_name().is_some_and(|n| n == "cgroup.kill") {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         fs::read_to_string(file)
+    }
+
+    fn exists(&self, file: &Path) -> bool {
+        file.exists()
     }
 
     fn write(&self, file: &Path, value: &str) -> io::Result<()> {

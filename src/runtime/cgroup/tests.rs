@@ -582,15 +582,16 @@ fn pids_are_listed_recursively_and_killed_through_cgroup_kill() {
     let (d, fake, cg) = host("v2");
     let pod = cg.create(&path("/pod")).expect("pod");
     cg.create(&path("/pod/a")).expect("a");
-    // Pids that are only text here: cgroup.kill never signals in the fake.
+    // Pids that are only text here, above any pid_max (2^22): should a
+    // signal be sent by mistake, it reaches no real process.
     put(
         &d.path().join("pod/a"),
         "cgroup.procs",
-        "4000001\n4000002\n",
+        "5000001\n5000002\n",
     );
     let mut pids = cg.pids(&pod).expect("pids");
     pids.sort();
-    assert_eq!(pids, [4000001, 4000002]);
+    assert_eq!(pids, [5000001, 5000002]);
     fake.take_log();
     cg.kill_all(&pod, Duration::from_secs(5)).expect("kill");
     assert_eq!(fake.take_log(), log(&[("pod/cgroup.kill", "1")]));
@@ -622,7 +623,7 @@ fn delete_removes_what_was_created_and_keeps_shared_parents() {
     cg.delete(&a).expect("again");
     // A cgroup with processes is not removed.
     let busy = cg.create(&path("/kubepods/busy")).expect("busy");
-    put(&mem.join("kubepods/busy"), "cgroup.procs", "4000003\n");
+    put(&mem.join("kubepods/busy"), "cgroup.procs", "5000003\n");
     assert!(matches!(cg.delete(&busy), Err(CgroupError::Remove { .. })));
 }
 
