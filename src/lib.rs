@@ -8,6 +8,7 @@ pub mod cri;
 pub mod daemon;
 pub mod logging;
 pub mod node;
+pub mod runtime;
 pub mod state;
 /// Test and operations tooling (test images, pushing them); not used by the
 /// runtime itself.
