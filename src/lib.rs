@@ -12,3 +12,7 @@ pub mod node;
 pub mod runtime;
 pub mod snapshot;
 pub mod state;
+/// Test and operations tooling (test images, pushing them); not used by the
+/// runtime itself.
+#[doc(hidden)]
+pub mod testimages;

@@ -1,5 +1,6 @@
-//! The Linux backend: namespaces, mounts, `pivot_root`, credentials,
-//! capabilities, exec. The only home of `unsafe` (in [`sys`]).
+//! The Linux backend: the only place that talks to the kernel directly
+//! (namespaces, mounts, `pivot_root`, credentials, capabilities, exec,
+//! cgroups). The only home of `unsafe`.
 //!
 //! A container is described by an OCI runtime [`Spec`](oci_spec::runtime::Spec)
 //! that the container service builds from the CRI config and the image
@@ -10,6 +11,7 @@
 //! — cgroup directories to join (made by the cgroup manager), stdio, the
 //! log — comes with it in the monitor's own config.
 
+pub mod cgroup;
 mod cgroupfs;
 pub mod channel;
 mod devices;

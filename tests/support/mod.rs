@@ -3,7 +3,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};
+pub use registry::Registry;
 pub mod engine;
 pub mod rootfs;
