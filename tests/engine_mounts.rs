@@ -5,7 +5,7 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxCapabilitiesBuilder, LinuxNamespaceType};
 use support::daemon::yonggi_bin;
@@ -181,31 +181,38 @@ fn namespaces_given_by_path_are_joined() {
     pod.finish();
 }
 
-/// The init joins the given cgroup; the container sees it as the root of
-/// its /sys/fs/cgroup (cgroup namespace), and an OOM kill is recorded.
+/// The init joins the container's cgroup (made by the cgroup manager) in
+/// every hierarchy, sees it as the root of its /sys/fs/cgroup (cgroup
+/// namespace), and an OOM kill is recorded.
 #[test]
 fn the_cgroup_is_joined_and_an_oom_kill_is_recorded() {
-    if !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
-        panic!("this test expects the v1 memory controller of the hybrid CI host");
-    }
     let mut case = Case::new();
-    let cgroup = MemoryCgroup::new(32 << 20);
+    let cgroup = TestCgroup::new(32 << 20);
     let spec = case.spec(&[
         "sh",
         "-c",
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     ]);
     let mut config = case.config();
-    config.cgroup_dirs = vec![cgroup.0.clone()];
-    config.oom_events = Some(cgroup.0.join("memory.oom_control"));
+    config.cgroup_dirs = cgroup.cgroups.dirs(&cgroup.cg);
+    config.oom_events = Some(
+        cgroup
+            .cgroups
+            .oom_events_file(&cgroup.cg)
+            .expect("oom file"),
+    );
     let launched = monitor::launch(&yonggi_bin(), &case.state, &spec, &config, LAUNCH_TIMEOUT)
         .expect("launch");
     case.pids.extend([launched.monitor_pid, launched.init_pid]);
-    let procs = fs::read_to_string(cgroup.0.join("cgroup.procs")).expect("procs");
-    assert!(
-        procs.lines().any(|p| p == launched.init_pid.to_string()),
-        "{procs}"
-    );
+    for dir in &config.cgroup_dirs {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).expect("procs");
+        assert!(
+            procs.lines().any(|p| p == launched.init_pid.to_string()),
+            "{}: {procs}",
+            dir.display()
+        );
+    }
     monitor::start(&case.state).expect("start");
     let status = monitor::wait(&case.state).expect("wait");
     let lines = log_lines(&case.log);

@@ -10,6 +10,7 @@ use oci_spec::runtime::{
     LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Root, Spec,
 };
 use yonggi::monitor::{self, ExitStatus, Launched, MonitorConfig};
+use yonggi::runtime::cgroup::{Cgroup, CgroupPath, Cgroups, Resources};
 use yonggi::snapshot::{Backend, Snapshotter};
 
 use super::daemon::{require_root, yonggi_bin};
@@ -241,30 +242,38 @@ pub fn wait_for(path: &Path, text: &str) {
     }
 }
 
-/// A memory cgroup of the test's own (v1 here; the hybrid host has its
-/// memory controller there), removed on drop.
-pub struct MemoryCgroup(pub PathBuf);
+/// A cgroup of the test's own, made by the cgroup manager with a memory
+/// limit (and no swap to escape to); killed and deleted on drop.
+pub struct TestCgroup {
+    pub cgroups: Cgroups,
+    pub cg: Cgroup,
+}
 
-impl MemoryCgroup {
-    pub fn new(limit: u64) -> MemoryCgroup {
-        let dir = PathBuf::from(format!(
-            "/sys/fs/cgroup/memory/yonggi-test-{}-{}",
+impl TestCgroup {
+    pub fn new(memory: i64) -> TestCgroup {
+        let cgroups = Cgroups::detect().expect("detect cgroups");
+        let path = CgroupPath::parse(&format!(
+            "/yonggi-test-{}-{}",
             std::process::id(),
             rand_suffix()
-        ));
-        fs::create_dir(&dir).expect("create the test cgroup");
-        let cg = MemoryCgroup(dir);
-        fs::write(cg.0.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
-        if cg.0.join("memory.memsw.limit_in_bytes").exists() {
-            fs::write(cg.0.join("memory.memsw.limit_in_bytes"), limit.to_string()).expect("memsw");
-        }
-        cg
+        ))
+        .expect("cgroup path");
+        let res = Resources {
+            memory_limit: Some(memory),
+            memory_swap: Some(memory),
+            ..Resources::default()
+        };
+        let cg = cgroups
+            .create_with(&path, &res)
+            .expect("create the test cgroup");
+        TestCgroup { cgroups, cg }
     }
 }
 
-impl Drop for MemoryCgroup {
+impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.0);
+        let _ = self.cgroups.kill_all(&self.cg, Duration::from_secs(10));
+        let _ = self.cgroups.delete(&self.cg);
     }
 }
 
