@@ -279,3 +279,34 @@ fn a_terminal_container_writes_through_a_pty() {
     );
     case.finish();
 }
+
+/// A stop's grace period: a container that ignores SIGTERM (a PID 1 with
+/// no handler does) is still running after the wait times out, and SIGKILL
+/// ends it. The monitor reports the init and whether it was started.
+#[test]
+fn sigterm_ignored_then_sigkill_and_the_monitor_state() {
+    let mut case = Case::new();
+    let spec = case.spec(&["sleep", "1000"]);
+    let launched = case.launch(&spec);
+    let state = monitor::state(&case.state)
+        .expect("state")
+        .expect("a live monitor");
+    assert_eq!((state.init_pid, state.started), (launched.init_pid, false));
+    monitor::start(&case.state).expect("start");
+    let state = monitor::state(&case.state)
+        .expect("state")
+        .expect("a live monitor");
+    assert!(state.started);
+    monitor::kill(&case.state, 15).expect("sigterm");
+    let waited = monitor::wait_timeout(&case.state, Duration::from_millis(300)).expect("wait");
+    assert_eq!(waited, None, "PID 1 without a handler ignores SIGTERM");
+    monitor::kill(&case.state, 9).expect("sigkill");
+    let status = monitor::wait_timeout(&case.state, Duration::from_secs(30))
+        .expect("wait")
+        .expect("exited");
+    assert_eq!(status.exit_code, 137);
+    let state_dir = case.state.clone();
+    case.finish();
+    // No monitor any more: no state, and no error either.
+    assert_eq!(monitor::state(&state_dir).expect("state"), None);
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use oci_spec::runtime::Spec;
 
-use super::protocol::{Report, Request, Response};
+use super::protocol::{MonitorState, Report, Request, Response};
 use super::{ExitStatus, MonitorConfig, Paths, exit};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,8 @@ pub enum MonitorError {
     },
     #[error("the monitor refused: {0}")]
     Refused(String),
+    #[error("unexpected answer from the monitor to {0}")]
+    Unexpected(&'static str),
     #[error("the monitor of {0} is gone and left no exit status")]
     Gone(PathBuf),
     #[error("reading the exit status in {dir}")]
@@ -165,6 +167,16 @@ fn connect(state_dir: &Path) -> io::Result<UnixStream> {
 
 /// One request/response; `None` when no monitor listens (it has exited).
 fn call(state_dir: &Path, request: &Request) -> Result<Option<Response>, MonitorError> {
+    call_within(state_dir, request, None).map(|r| r.unwrap_or(None))
+}
+
+/// [`call`] waiting at most `timeout` for the answer: `Ok(None)` when it
+/// did not come in time.
+fn call_within(
+    state_dir: &Path,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> Result<Option<Option<Response>>, MonitorError> {
     let err = |source| MonitorError::Control {
         dir: state_dir.to_path_buf(),
         source,
@@ -177,10 +189,11 @@ fn call(state_dir: &Path, request: &Request) -> Result<Option<Response>, Monitor
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Ok(None);
+            return Ok(Some(None));
         }
         Err(e) => return Err(err(e)),
     };
+    stream.set_read_timeout(timeout).map_err(err)?;
     let mut line = serde_json::to_vec(request).map_err(|e| err(io::Error::other(e)))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(err)?;
@@ -188,15 +201,23 @@ fn call(state_dir: &Path, request: &Request) -> Result<Option<Response>, Monitor
     match BufReader::new(stream).read_line(&mut reply) {
         Ok(_) => {}
         // It exited with our connection still in its backlog.
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Some(None)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(err(e)),
     }
     if reply.is_empty() {
         // It exited between accept and answer.
-        return Ok(None);
+        return Ok(Some(None));
     }
     serde_json::from_str(&reply)
-        .map(Some)
+        .map(|r| Some(Some(r)))
         .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
@@ -206,6 +227,7 @@ fn expect_ok(state_dir: &Path, response: Option<Response>) -> Result<(), Monitor
         Some(Response::Error(message)) => Err(MonitorError::Refused(message)),
         Some(Response::SetupFailed { step, message }) => Err(MonitorError::Setup { step, message }),
         Some(Response::Exited(_)) | None => Err(MonitorError::Gone(state_dir.to_path_buf())),
+        Some(Response::State(_)) => Err(MonitorError::Unexpected("a command")),
     }
 }
 
@@ -231,9 +253,38 @@ pub fn wait(state_dir: &Path) -> Result<ExitStatus, MonitorError> {
     match call(state_dir, &Request::Wait)? {
         Some(Response::Exited(status)) => Ok(status),
         Some(Response::Error(message)) => Err(MonitorError::Refused(message)),
-        Some(Response::Ok | Response::SetupFailed { .. }) | None => {
-            read_exit(state_dir)?.ok_or_else(|| MonitorError::Gone(state_dir.to_path_buf()))
+        Some(Response::Ok | Response::SetupFailed { .. } | Response::State(_)) => {
+            Err(MonitorError::Unexpected("wait"))
         }
+        None => read_exit(state_dir)?.ok_or_else(|| MonitorError::Gone(state_dir.to_path_buf())),
+    }
+}
+
+/// [`wait`] for at most `timeout`: `None` when the container is still
+/// running then (a stop's grace period).
+pub fn wait_timeout(
+    state_dir: &Path,
+    timeout: Duration,
+) -> Result<Option<ExitStatus>, MonitorError> {
+    match call_within(state_dir, &Request::Wait, Some(timeout))? {
+        None => Ok(None),
+        Some(Some(Response::Exited(status))) => Ok(Some(status)),
+        Some(Some(Response::Error(message))) => Err(MonitorError::Refused(message)),
+        Some(Some(_)) => Err(MonitorError::Unexpected("wait")),
+        Some(None) => read_exit(state_dir)?
+            .map(Some)
+            .ok_or_else(|| MonitorError::Gone(state_dir.to_path_buf())),
+    }
+}
+
+/// The live monitor's view (init pid, started), or `None` when no monitor
+/// runs for `state_dir` (look at [`read_exit`] then).
+pub fn state(state_dir: &Path) -> Result<Option<MonitorState>, MonitorError> {
+    match call(state_dir, &Request::State)? {
+        Some(Response::State(state)) => Ok(Some(state)),
+        Some(Response::Error(message)) => Err(MonitorError::Refused(message)),
+        Some(_) => Err(MonitorError::Unexpected("state")),
+        None => Ok(None),
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `config.json` | caller | the OCI runtime spec of the container |
 //! | `monitor.json` | caller | [`MonitorConfig`] |
 //! | `monitor.pid`, `init.pid` | monitor | pids, in the daemon's PID namespace |
-//! | `ctl.sock` | monitor | control socket (start, kill, wait, reopen log) |
+//! | `ctl.sock` | monitor | control socket (start, kill, wait, state, reopen log) |
 //! | `exit.json` | monitor | [`ExitStatus`], atomically, once |
 //! | `monitor.log` | monitor | the monitor's own errors |
 //!
@@ -36,8 +36,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Launched, MonitorError, kill, launch, read_exit, reopen_log, start, wait};
+pub use client::{
+    Launched, MonitorError, kill, launch, read_exit, reopen_log, start, state, wait, wait_timeout,
+};
 pub use exit::ExitStatus;
+pub use protocol::MonitorState;
 pub use run::main;
 
 /// What the monitor needs besides the OCI spec.

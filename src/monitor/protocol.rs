@@ -16,6 +16,8 @@ pub(crate) enum Request {
     Wait,
     /// Reopen the log file at its path.
     ReopenLog,
+    /// The init's pid and whether it was started.
+    State,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,7 +29,16 @@ pub(crate) enum Response {
         step: String,
         message: String,
     },
+    State(MonitorState),
     Error(String),
+}
+
+/// A live monitor's view of its container (for the daemon's recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorState {
+    pub init_pid: i32,
+    /// Start succeeded: the init exec'd the container's process.
+    pub started: bool,
 }
 
 /// What a starting monitor writes to its launcher on its stdout.

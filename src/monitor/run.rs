@@ -20,7 +20,7 @@ use oci_spec::runtime::Spec;
 
 use super::exit::{self, ExitStatus, OomCounter};
 use super::log::{CriLog, MAX_LINE, Stream};
-use super::protocol::{Report, Request, Response};
+use super::protocol::{MonitorState, Report, Request, Response};
 use super::{CONTROL, MonitorConfig, Paths};
 use crate::runtime::spawn::{self, Created, SpawnError};
 use crate::runtime::{InitStdio, sys};
@@ -143,6 +143,7 @@ fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<Stdio> {
 struct Monitor {
     init: Pid,
     created: Option<Created>,
+    started: bool,
     log: CriLog,
     outputs: Vec<(Stream, OwnedFd)>,
     _stdin: Option<OwnedFd>,
@@ -210,6 +211,7 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
     let mut monitor = Monitor {
         init,
         created: Some(created),
+        started: false,
         log,
         outputs: io.outputs,
         _stdin: io.stdin,
@@ -383,7 +385,10 @@ impl Monitor {
             Request::Start => match self.created.take() {
                 None => Response::Error("the container was started already".to_string()),
                 Some(created) => match spawn::start(created) {
-                    Ok(_) => Response::Ok,
+                    Ok(_) => {
+                        self.started = true;
+                        Response::Ok
+                    }
                     Err(SpawnError::Setup(e)) => Response::SetupFailed {
                         step: e.step,
                         message: e.message,
@@ -400,6 +405,10 @@ impl Monitor {
                     Err(e) => Response::Error(format!("kill: {e}")),
                 },
             },
+            Request::State => Response::State(MonitorState {
+                init_pid: self.init.as_raw(),
+                started: self.started,
+            }),
             Request::ReopenLog => match self.log.reopen() {
                 Ok(()) => Response::Ok,
                 Err(e) => Response::Error(format!("reopening the log: {e}")),
