@@ -22,13 +22,20 @@ fn the_container_has_its_own_mounts_proc_dev_and_hostname() {
         touch /sys/fs/cgroup/x 2>/dev/null || echo cgroup-ro; \
         ls /sys/fs/cgroup | head -1 | grep -q . && echo cgroup-listed; \
         test -e /dev/pts/ptmx && echo pts; \
-        cat /etc/layer; cat /proc/self/mountinfo";
-    let spec = case.spec(&["sh", "-c", script]);
+        cat /etc/layer; cat /proc/sys/kernel/shm_rmid_forced; \
+        (echo 0 > /proc/sys/kernel/shm_rmid_forced) 2>/dev/null || echo proc-sys-ro; \
+        cat /proc/self/mountinfo";
+    let mut spec = case.spec(&["sh", "-c", script]);
+    // A namespaced sysctl (own IPC namespace), set before /proc/sys goes
+    // read-only.
+    let sysctl = [("kernel.shm_rmid_forced".to_string(), "1".to_string())];
+    let linux = spec.linux_mut().as_mut().expect("linux");
+    linux.set_sysctl(Some(sysctl.into_iter().collect()));
     let (status, lines) = case.run(&spec);
     assert_eq!(status.exit_code, 0, "{lines:?}");
     let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
     assert_eq!(
-        &out[..10],
+        &out[..12],
         &[
             "pid=1",
             "yonggi-test",
@@ -40,10 +47,12 @@ fn the_container_has_its_own_mounts_proc_dev_and_hostname() {
             "cgroup-listed",
             "pts",
             "top",
+            "1",
+            "proc-sys-ro",
         ]
     );
     // Its mount table: mount point -> (fs type, per-mount options).
-    let mounts: std::collections::HashMap<&str, (&str, &str)> = out[10..]
+    let mounts: std::collections::HashMap<&str, (&str, &str)> = out[12..]
         .iter()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;

@@ -3,7 +3,8 @@
 //! fail names itself in the [`SetupError`] sent back to the monitor.
 //!
 //! Order: stdio and session → cgroups → namespaces (join, then create) →
-//! hostname → rootfs, mounts, `pivot_root` → sysctls → rlimits → user,
+//! hostname → rootfs, mounts, `pivot_root` → sysctls → masked and
+//! read-only paths → rlimits → user,
 //! capabilities, cwd, no_new_privs → program lookup → `Created`, wait for
 //! `Start` → every fd above 2 close-on-exec → `execve`.
 
@@ -121,7 +122,7 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
             .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
     });
     rootfs::build(spec, &root, new_cgroupns)?;
-    rootfs::finish(spec)?;
+    // Through the container's own /proc, before /proc/sys goes read-only.
     if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         for (key, value) in sysctls {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));
@@ -129,6 +130,7 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
                 .map_err(|e| SetupError::new(format!("setting sysctl {key}"), e))?;
         }
     }
+    rootfs::finish(spec)?;
     let process = spec
         .process()
         .as_ref()
