@@ -91,19 +91,39 @@ fn bind_mounts_honour_read_only_and_writes_reach_the_host() {
     // A host path that is a symlink is resolved on the host.
     let link = case.dir.path().join("rw-link");
     std::os::unix::fs::symlink(&rw, &link).expect("symlink");
+    // A file bind onto a dangling symlink of the image, as many images
+    // ship /etc/resolv.conf: its target is made inside the rootfs.
+    let resolv = case.dir.path().join("resolv.conf");
+    fs::write(&resolv, "nameserver 127.0.0.53\n").expect("resolv.conf");
+    std::os::unix::fs::symlink(
+        "../run/resolve/stub.conf",
+        case.rootfs.join("etc/resolv.conf"),
+    )
+    .expect("symlink");
     let mut spec = case.spec(&[
         "sh",
         "-c",
         "cat /data/f; touch /data/x 2>/dev/null || echo ro-refused; \
-         touch /rro/x 2>/dev/null || echo rro-refused; echo written > /rw/out",
+         touch /rro/x 2>/dev/null || echo rro-refused; echo written > /rw/out; \
+         cat /etc/resolv.conf",
     ]);
+    Case::add_bind(&mut spec, &resolv, "/etc/resolv.conf", &["rbind", "ro"]);
     Case::add_bind(&mut spec, &ro, "/data", &["rbind", "ro", "rprivate"]);
     Case::add_bind(&mut spec, &ro, "/rro", &["rbind", "rro", "rslave"]);
     Case::add_bind(&mut spec, &link, "/rw", &["rbind", "rw"]);
     let (status, lines) = case.run(&spec);
     assert_eq!(status.exit_code, 0, "{lines:?}");
     let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
-    assert_eq!(out, vec!["from-host", "ro-refused", "rro-refused"]);
+    assert_eq!(
+        out,
+        vec![
+            "from-host",
+            "ro-refused",
+            "rro-refused",
+            "nameserver 127.0.0.53"
+        ]
+    );
+    assert!(case.rootfs.join("run/resolve/stub.conf").exists());
     assert_eq!(
         fs::read_to_string(rw.join("out")).expect("written"),
         "written\n"

@@ -110,18 +110,32 @@ pub fn mount_target(root: BorrowedFd<'_>, path: &Path, dir: bool) -> nix::Result
     if dir {
         return mkdir_all_in_root(root, path);
     }
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().unwrap_or(OsStr::new("."));
-    let parent = mkdir_all_in_root(root, parent)?;
-    let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    // O_NOFOLLOW: a dangling symlink at the name is refused, not followed.
-    drop(openat(
-        parent.as_fd(),
-        name,
-        flags,
-        Mode::from_bits_truncate(0o644),
-    )?);
-    open_in_root(root, path, OFlag::O_PATH)
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let parent_path = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let name = path.file_name().unwrap_or(OsStr::new(".")).to_owned();
+        let parent = mkdir_all_in_root(root, &parent_path)?;
+        let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mode = Mode::from_bits_truncate(0o644);
+        match openat(parent.as_fd(), name.as_os_str(), flags, mode) {
+            Ok(fd) => {
+                drop(fd);
+                return open_in_root(root, &path, OFlag::O_PATH);
+            }
+            // A dangling symlink at the name (`/etc/resolv.conf ->
+            // ../run/...` in many images): make its target, inside the root.
+            Err(nix::Error::ELOOP) => {
+                let target = PathBuf::from(readlinkat(parent.as_fd(), name.as_os_str())?);
+                path = if target.is_absolute() {
+                    target
+                } else {
+                    parent_path.join(target)
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(nix::Error::ELOOP)
 }
 
 /// The mount id of the mount `fd` is on (from /proc/self/fdinfo).
