@@ -628,6 +628,25 @@ fn delete_removes_what_was_created_and_keeps_shared_parents() {
 }
 
 #[test]
+fn delete_ignores_recorded_dirs_outside_the_hierarchies() {
+    let (d, _fake, cg) = host("v2");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("empty");
+    std::fs::create_dir(&victim).expect("mkdir");
+    // Looks like an empty cgroup, so only the guard keeps it.
+    put(&victim, "cgroup.procs", "");
+    let forged = format!(
+        r#"{{"path":"/x","created":[{:?},{:?}]}}"#,
+        victim.display().to_string(),
+        d.path().display().to_string()
+    );
+    let record: Cgroup = serde_json::from_str(&forged).expect("record");
+    cg.delete(&record).expect("delete");
+    assert!(victim.is_dir(), "removed a directory outside the hierarchy");
+    assert!(d.path().is_dir());
+}
+
+#[test]
 fn cgroup_records_round_trip_through_json() {
     let (_d, _fake, cg) = host("hybrid");
     let c = cg.create(&path("/kubepods.slice/x.slice")).expect("create");
