@@ -434,6 +434,31 @@ fn bad_input_changes_nothing() {
         Err(CgroupError::InvalidResource { .. })
     ));
     assert!(fake.take_log().is_empty());
+
+    // What the host lacks is found before the first write too.
+    let mut res = full_resources();
+    res.unified = [("memory.nosuch".to_string(), "1".to_string())].into();
+    assert!(matches!(
+        cg.apply(&c, &res),
+        Err(CgroupError::UnknownUnifiedKey { .. })
+    ));
+    let mut res = full_resources();
+    res.hugepage_limits[0].page_size = "16GB".into();
+    assert!(matches!(
+        cg.apply(&c, &res),
+        Err(CgroupError::UnsupportedPageSize { .. })
+    ));
+    assert!(fake.take_log().is_empty());
+
+    let (d, fake, cg) = host("v1");
+    let c = cg.create(&path("/pod/ctr")).expect("create");
+    std::fs::remove_file(d.path().join("memory/pod/ctr/memory.memsw.limit_in_bytes")).expect("rm");
+    fake.take_log();
+    assert!(matches!(
+        cg.apply(&c, &full_resources()),
+        Err(CgroupError::SwapUnsupported)
+    ));
+    assert!(fake.take_log().is_empty());
 }
 
 #[test]
