@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::Registry;
-use yonggi::testimages::catalog::{self, critest, names};
+use yonggi::testimages::catalog::{self, names};
+use yonggi::testimages::critest;
 use yonggi::testimages::{Set, media};
 
 /// Every manifest type a puller would accept.
