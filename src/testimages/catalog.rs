@@ -97,19 +97,17 @@ pub struct Published {
 /// cached: it is large and built only when asked for).
 pub fn images(set: Set) -> Result<Vec<TestImage>, Error> {
     static CACHE: Mutex<Vec<(Set, Vec<TestImage>)>> = Mutex::new(Vec::new());
-    if set == Set::Bench {
-        return bench_images();
-    }
+    let build: fn() -> Result<Vec<TestImage>, Error> = match set {
+        Set::Bench => return bench_images(),
+        Set::All => all_images,
+        Set::Critest => super::critest::images,
+        Set::Hostile => hostile_images,
+    };
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, images)) = cache.iter().find(|(s, _)| *s == set) {
         return Ok(images.clone());
     }
-    let images = match set {
-        Set::All => all_images()?,
-        Set::Critest => super::critest::images()?,
-        Set::Hostile => hostile_images()?,
-        Set::Bench => unreachable!("handled above"),
-    };
+    let images = build()?;
     cache.push((set, images.clone()));
     Ok(images)
 }
@@ -462,4 +460,74 @@ fn hostile_images() -> Result<Vec<TestImage>, Error> {
         test_image(HOSTILE_SYMLINK, &["latest"], hostile_image(&symlink)?),
         test_image(HOSTILE_HARDLINK, &["latest"], hostile_image(&hardlink)?),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn bench_data_is_deterministic_and_incompressible() {
+        let mut one = vec![0u8; 64 * 1024];
+        let mut again = vec![0u8; 64 * 1024];
+        let mut other = vec![0u8; 64 * 1024];
+        fill_pseudo_random(&mut one, 1);
+        fill_pseudo_random(&mut again, 1);
+        fill_pseudo_random(&mut other, 2);
+        assert_eq!(one, again);
+        assert_ne!(one, other);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&one).expect("gzip");
+        let compressed = gz.finish().expect("gzip");
+        assert!(
+            compressed.len() >= one.len(),
+            "{} < {}",
+            compressed.len(),
+            one.len()
+        );
+    }
+
+    #[test]
+    fn repository_and_tag_pairs_are_unique_in_each_set() {
+        for set in [Set::All, Set::Critest, Set::Hostile] {
+            let mut seen = std::collections::BTreeSet::new();
+            for image in images(set).expect("set") {
+                for tag in &image.tags {
+                    assert!(
+                        seen.insert(format!("{}:{tag}", image.repository)),
+                        "{}:{tag} twice in {set:?}",
+                        image.repository
+                    );
+                }
+            }
+        }
+        let busybox = find(Set::All, names::BUSYBOX, "latest")
+            .expect("set")
+            .expect("busybox");
+        assert_eq!(busybox.artifact.images()[0].layers.len(), 1);
+        assert!(
+            find(Set::All, names::BUSYBOX, "no-such-tag")
+                .expect("set")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn multiarch_images_differ_in_config_and_marker_only() {
+        let index = multiarch_index(ManifestFormat::Oci).expect("index");
+        let [amd, arm] = [&index.images[0], &index.images[1]];
+        assert_eq!(
+            amd.layers[0].blob.digest, arm.layers[0].blob.digest,
+            "shared base"
+        );
+        assert_ne!(
+            amd.layers[1].blob.digest, arm.layers[1].blob.digest,
+            "marker"
+        );
+        assert_eq!(amd.config_json()["architecture"], "amd64");
+        assert_eq!(arm.config_json()["architecture"], "arm64");
+        assert_eq!(arm.config_json()["variant"], "v8");
+    }
 }
