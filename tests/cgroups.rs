@@ -4,7 +4,6 @@
 //! test made removed again. Each test works under its own random top-level
 //! cgroup and touches nothing else.
 
-// Only `require_root` is used here.
 mod support;
 
 use std::io::Write;
