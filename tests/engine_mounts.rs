@@ -320,3 +320,43 @@ fn rslave_and_rshared_propagation() {
         case.finish();
     }
 }
+
+/// With `clone_into_cgroup` the init starts inside its cgroup v2
+/// directory (`clone3` with `CLONE_INTO_CGROUP`); the other hierarchies are
+/// joined through `cgroup.procs` as before.
+#[test]
+fn the_init_can_be_cloned_into_its_v2_cgroup() {
+    let mut case = Case::new();
+    let cgroup = TestCgroup::new(64 << 20);
+    let dirs = cgroup.cgroups.dirs(&cgroup.cg);
+    let is_v2 = |d: &PathBuf| {
+        nix::sys::statfs::statfs(d.as_path())
+            .expect("statfs")
+            .filesystem_type()
+            == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+    };
+    let v2 = dirs
+        .iter()
+        .find(|d| is_v2(d))
+        .expect("a cgroup v2 hierarchy")
+        .clone();
+    let mut config = case.config();
+    config.clone_into_cgroup = Some(v2.clone());
+    config.cgroup_dirs = dirs.iter().filter(|d| !is_v2(d)).cloned().collect();
+    let spec = case.spec(&["sh", "-c", "echo in"]);
+    let launched = monitor::launch(&yonggi_bin(), &case.state, &spec, &config, LAUNCH_TIMEOUT)
+        .expect("launch");
+    case.pids.extend([launched.monitor_pid, launched.init_pid]);
+    for dir in &dirs {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).expect("procs");
+        assert!(
+            procs.lines().any(|p| p == launched.init_pid.to_string()),
+            "{}: {procs}",
+            dir.display()
+        );
+    }
+    monitor::start(&case.state).expect("start");
+    assert_eq!(monitor::wait(&case.state).expect("wait").exit_code, 0);
+    assert_eq!(log_lines(&case.log), vec![line("stdout", "F", "in")]);
+    case.finish();
+}

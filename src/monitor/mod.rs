@@ -58,6 +58,11 @@ pub struct MonitorConfig {
     /// per hierarchy on cgroup v1, one on v2.
     #[serde(default)]
     pub cgroup_dirs: Vec<PathBuf>,
+    /// A cgroup v2 directory the init is created in directly (`clone3` with
+    /// `CLONE_INTO_CGROUP`; pure v2 hosts, where it is the only one and
+    /// `cgroup_dirs` is empty).
+    #[serde(default)]
+    pub clone_into_cgroup: Option<PathBuf>,
     /// `memory.events` (v2) or `memory.oom_control` (v1) of the cgroup.
     #[serde(default)]
     pub oom_events: Option<PathBuf>,

@@ -22,7 +22,7 @@ use super::exit::{self, ExitStatus, OomCounter};
 use super::log::{CriLog, MAX_LINE, Stream};
 use super::protocol::{MonitorState, Report, Request, Response};
 use super::{CONTROL, MonitorConfig, Paths};
-use crate::runtime::spawn::{self, Created, SpawnError};
+use crate::runtime::spawn::{self, CgroupJoin, Created, SpawnError};
 use crate::runtime::{InitStdio, sys};
 
 /// Entry point of the hidden `monitor` mode. Runs before any async runtime
@@ -184,7 +184,21 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail("binding the control socket", e),
     };
-    let created = match spawn::create(spec, &config.cgroup_dirs, io.init) {
+    let clone_into = match &config.clone_into_cgroup {
+        None => None,
+        Some(dir) => {
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            match open(dir.as_path(), flags, Mode::empty()) {
+                Ok(fd) => Some(fd),
+                Err(e) => return fail(&format!("opening cgroup {}", dir.display()), e),
+            }
+        }
+    };
+    let join = CgroupJoin {
+        clone_into: clone_into.as_ref().map(|fd| fd.as_fd()),
+        dirs: &config.cgroup_dirs,
+    };
+    let created = match spawn::create(spec, join, io.init) {
         Ok(created) => created,
         Err(e) => {
             let _ = fs::remove_file(CONTROL);

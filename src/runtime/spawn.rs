@@ -4,7 +4,7 @@
 //! Must be called from a single-threaded process (the monitor): the child
 //! runs arbitrary code between fork and exec.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{OFlag, open};
@@ -42,17 +42,32 @@ pub struct Created {
     channel: Channel,
 }
 
-/// Forks the init of `spec`, which joins `cgroup_dirs` (each a cgroup
-/// directory whose `cgroup.procs` it writes), and waits until its setup is
+/// Where the init's cgroups are.
+#[derive(Debug, Default)]
+pub struct CgroupJoin<'a> {
+    /// A cgroup v2 directory the init is created in (`clone3` with
+    /// `CLONE_INTO_CGROUP`).
+    pub clone_into: Option<BorrowedFd<'a>>,
+    /// Directories whose `cgroup.procs` the init writes (v1 hierarchies, or
+    /// v2 where `clone_into` is not used).
+    pub dirs: &'a [PathBuf],
+}
+
+/// Forks the init of `spec` into `cgroups` and waits until its setup is
 /// done or failed.
 pub fn create(
     spec: &Spec,
-    cgroup_dirs: &[PathBuf],
+    cgroups: CgroupJoin<'_>,
     stdio: InitStdio,
 ) -> Result<Created, SpawnError> {
     enter_pid_namespace(spec)?;
     let (ours, theirs) = Channel::pair().map_err(SpawnError::Channel)?;
-    match sys::fork_single_threaded().map_err(SpawnError::Fork)? {
+    let forked = match cgroups.clone_into {
+        Some(fd) => sys::fork_into_cgroup(fd),
+        None => sys::fork_single_threaded(),
+    };
+    let cgroup_dirs = cgroups.dirs;
+    match forked.map_err(SpawnError::Fork)? {
         ForkResult::Child => {
             drop(ours);
             init::run(Init {

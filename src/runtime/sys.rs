@@ -25,6 +25,72 @@ pub fn fork_single_threaded() -> io::Result<ForkResult> {
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
+/// `struct clone_args` of `<linux/sched.h>` (the fields up to `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Like [`fork_single_threaded`], but the child starts as a member of the
+/// cgroup v2 directory `cgroup` (`clone3` with `CLONE_INTO_CGROUP`, kernel
+/// 5.7+), which skips a `cgroup.procs` write that can stall on an RCU
+/// grace period.
+pub fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<ForkResult> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    let fd = u64::try_from(cgroup.as_raw_fd()).map_err(io::Error::other)?;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        // No stack: the child runs on a copy of ours, as after fork(2).
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: fd,
+    };
+    // SAFETY: the process has a single thread (checked above), so as with
+    // fork the child may run any code; `args` outlives the call and its
+    // size is passed with it; no stack or tls pointer is handed over.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        pid => {
+            let pid = i32::try_from(pid).map_err(io::Error::other)?;
+            Ok(ForkResult::Parent {
+                child: nix::unistd::Pid::from_raw(pid),
+            })
+        }
+    }
+}
+
 /// Marks every descriptor from `first` up close-on-exec, so a failed exec
 /// can still report on its channel while a successful one leaks nothing.
 pub fn close_range_cloexec(first: u32) -> io::Result<()> {
