@@ -218,12 +218,18 @@ fn the_log_is_reopened_after_a_rename() {
 }
 
 /// The monitor's memory while its container runs, printed for the report
-/// (`cargo test --test engine monitor_memory -- --nocapture`).
+/// (`cargo test --test engine monitor_memory -- --nocapture`; set
+/// `YONGGI_MONITOR_BIN=target/release/yonggi` to measure a release build).
 #[test]
 fn monitor_memory() {
     let mut case = Case::new();
     let spec = case.spec(&["sleep", "1000"]);
-    let launched = case.launch(&spec);
+    let binary = std::env::var_os("YONGGI_MONITOR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(yonggi_bin);
+    let launched = monitor::launch(&binary, &case.state, &spec, &case.config(), LAUNCH_TIMEOUT)
+        .expect("launch");
+    case.pids.extend([launched.monitor_pid, launched.init_pid]);
     monitor::start(&case.state).expect("start");
     let status =
         fs::read_to_string(format!("/proc/{}/status", launched.monitor_pid)).expect("status");
