@@ -316,3 +316,47 @@ fn sigterm_ignored_then_sigkill_and_the_monitor_state() {
     // No monitor any more: no state, and no error either.
     assert_eq!(monitor::state(&state_dir).expect("state"), None);
 }
+
+/// The user, groups and capabilities the process runs with: a non-root
+/// user gets exactly the spec's sets; without a set in the spec it has
+/// none at all (nothing permitted it could raise again).
+#[test]
+fn user_groups_and_capabilities() {
+    let mut case = Case::new();
+    let script = "id -u; id -g; id -G; grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status | cut -f2";
+    let mut spec = case.spec(&["sh", "-c", script]);
+    let mut user = oci_spec::runtime::User::default();
+    user.set_uid(65534);
+    user.set_gid(65534);
+    user.set_additional_gids(Some(vec![1234]));
+    let process = spec.process_mut().as_mut().expect("process");
+    process.set_user(user);
+    process.set_capabilities(None);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
+    assert_eq!(out[..3], ["65534", "65534", "65534 1234"]);
+    assert_eq!(
+        out[3..5],
+        ["0000000000000000", "0000000000000000"],
+        "{out:?}"
+    );
+    case.finish();
+
+    // With the default set, bounding = permitted = effective = that set.
+    let mut case = Case::new();
+    let spec = case.spec(&["sh", "-c", script]);
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
+    // CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6,
+    // SETUID 7, SETPCAP 8, NET_BIND_SERVICE 10, NET_RAW 13, SYS_CHROOT 18,
+    // MKNOD 27, AUDIT_WRITE 29, SETFCAP 31.
+    let mask = format!("{:016x}", 0xa80425fbu64);
+    assert_eq!(
+        out[3..6],
+        [mask.as_str(), mask.as_str(), mask.as_str()],
+        "{out:?}"
+    );
+    case.finish();
+}

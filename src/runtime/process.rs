@@ -3,8 +3,9 @@
 //! program looked up in the container's `PATH`.
 //!
 //! Capabilities are the hook point of the security-context work: the spec's
-//! five sets are applied as given (a spec without `capabilities` keeps the
-//! init's, i.e. root's, sets — the caller always fills them in).
+//! five sets are applied as given. A spec without `capabilities` leaves
+//! them to the kernel: root keeps its sets, any other uid loses them at
+//! setuid (the caller always fills them in).
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -105,7 +106,14 @@ pub(crate) fn drop_privileges(process: &Process) -> Result<(), SetupError> {
         }
     }
     let user = process.user();
-    nix::sys::prctl::set_keepcaps(true).map_err(|e| SetupError::new("keeping capabilities", e))?;
+    // Capabilities survive setuid only when the spec sets them next;
+    // without a set, the kernel's rule (a non-root uid loses them all)
+    // must apply, or a non-root process would keep a permitted set it
+    // could raise again.
+    if caps.is_some() {
+        nix::sys::prctl::set_keepcaps(true)
+            .map_err(|e| SetupError::new("keeping capabilities", e))?;
+    }
     let groups: Vec<Gid> = user
         .additional_gids()
         .iter()
