@@ -360,3 +360,45 @@ fn the_init_can_be_cloned_into_its_v2_cgroup() {
     assert_eq!(log_lines(&case.log), vec![line("stdout", "F", "in")]);
     case.finish();
 }
+
+/// A read-only root, the spec's masked paths (the default set hides
+/// /proc/keys behind /dev/null and /proc/acpi under an empty read-only
+/// tmpfs) and extra device nodes.
+#[test]
+fn read_only_root_masked_paths_and_devices() {
+    let mut case = Case::new();
+    let script = "touch /x 2>/dev/null || echo root-ro; \
+        test -c /proc/keys && echo keys-masked; \
+        ls -A /proc/acpi | wc -l; touch /proc/acpi/x 2>/dev/null || echo acpi-ro; \
+        test -c /dev/fuse && echo fuse; ls -ln /dev/fuse | cut -c1-10";
+    let mut spec = case.spec(&["sh", "-c", script]);
+    spec.root_mut()
+        .as_mut()
+        .expect("root")
+        .set_readonly(Some(true));
+    let fuse = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path("/dev/fuse")
+        .typ(oci_spec::runtime::LinuxDeviceType::C)
+        .major(10)
+        .minor(229)
+        .file_mode(0o620u32)
+        .build()
+        .expect("device");
+    let linux = spec.linux_mut().as_mut().expect("linux");
+    linux.set_devices(Some(vec![fuse]));
+    let (status, lines) = case.run(&spec);
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    let out: Vec<_> = lines.iter().map(|l| l.content.as_str()).collect();
+    assert_eq!(
+        out,
+        [
+            "root-ro",
+            "keys-masked",
+            "0",
+            "acpi-ro",
+            "fuse",
+            "crw--w----"
+        ]
+    );
+    case.finish();
+}
