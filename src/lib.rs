@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod logging;
 pub mod node;
 pub mod state;
+pub mod stream;
