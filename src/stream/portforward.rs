@@ -8,7 +8,9 @@
 //!
 //! Over WebSocket the ports come from the `port` query parameters; port n
 //! uses channel 2n for data and 2n+1 for errors, and the server first writes
-//! the port number (2 bytes, little-endian) on both channels.
+//! the port number (2 bytes, little-endian) on both channels. Newer clients
+//! instead tunnel the SPDY session itself through the WebSocket
+//! (`SPDY/3.1+portforward.k8s.io`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +29,15 @@ use super::websocket::{self, WsStream};
 use super::{PortForwardRequest, Shared};
 
 pub(crate) const SPDY_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
-pub(crate) const WS_PROTOCOLS: [&str; 3] =
-    ["v4.channel.k8s.io", "portforward.k8s.io", "channel.k8s.io"];
+/// The SPDY session tunnelled in WebSocket binary messages (client-go's
+/// port forwarding over WebSocket, crictl --transport websocket).
+pub(crate) const WS_TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+pub(crate) const WS_PROTOCOLS: [&str; 4] = [
+    WS_TUNNEL_PROTOCOL,
+    "v4.channel.k8s.io",
+    "portforward.k8s.io",
+    "channel.k8s.io",
+];
 /// Two WebSocket channels per port, numbered by one byte.
 pub(crate) const MAX_WS_PORTS: usize = 127;
 
@@ -206,6 +215,15 @@ async fn forward(
         channel::close(out, data_channel).await;
     };
     tokio::join!(up, down);
+}
+
+/// Port forwarding as a SPDY session inside the WebSocket connection.
+pub(crate) async fn serve_tunnel(ws: WsStream, shared: Arc<Shared>, request: PortForwardRequest) {
+    let (spdy_side, ws_side) = tokio::io::duplex(2 * channel::MAX_CHUNK);
+    tokio::join!(
+        serve_spdy(spdy_side, shared, request),
+        websocket::tunnel(ws, ws_side)
+    );
 }
 
 pub(crate) async fn serve_websocket(

@@ -88,13 +88,6 @@ async fn handle(
     let headers = req.headers().clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
     if websocket::is_upgrade(&headers) {
-        let ws_ports = match &request {
-            StreamRequest::PortForward(pf) => match ws_ports(req.uri().query(), &pf.ports) {
-                Ok(ports) => ports,
-                Err(message) => return Ok(plain(StatusCode::BAD_REQUEST, &message)),
-            },
-            _ => Vec::new(),
-        };
         let supported: &[&str] = match kind {
             Kind::PortForward => &portforward::WS_PROTOCOLS,
             Kind::Exec | Kind::Attach => &remotecommand::WS_PROTOCOLS,
@@ -108,6 +101,16 @@ async fn handle(
                 Some(p) => Some(p),
                 None => return Ok(refuse_protocols(&offered, supported)),
             }
+        };
+        let tunnel = protocol == Some(portforward::WS_TUNNEL_PROTOCOL);
+        let ws_ports = match &request {
+            StreamRequest::PortForward(pf) if !tunnel => {
+                match ws_ports(req.uri().query(), &pf.ports) {
+                    Ok(ports) => ports,
+                    Err(message) => return Ok(plain(StatusCode::BAD_REQUEST, &message)),
+                }
+            }
+            _ => Vec::new(),
         };
         let response = match websocket::accept(&headers, protocol) {
             Ok(response) => response,
@@ -125,6 +128,9 @@ async fn handle(
             };
             let ws = websocket::wrap(upgraded).await;
             match request {
+                StreamRequest::PortForward(pf) if tunnel => {
+                    portforward::serve_tunnel(ws, shared, pf).await;
+                }
                 StreamRequest::PortForward(pf) => {
                     portforward::serve_websocket(ws, shared, pf, ws_ports).await;
                 }

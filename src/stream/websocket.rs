@@ -15,6 +15,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::Upgraded;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -22,7 +23,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::channel::{self, Activity, OUT_QUEUE, Out, OutTx};
+use super::channel::{self, Activity, DRAIN_TIMEOUT, MAX_CHUNK, OUT_QUEUE, Out, OutTx};
 
 pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -192,4 +193,48 @@ async fn write_loop(
 fn channel_byte(channel: u32) -> u8 {
     // Channels are created from u8 numbers by the sessions of this module.
     u8::try_from(channel).unwrap_or(u8::MAX)
+}
+
+/// Carries a byte stream (a SPDY session) in binary messages, as newer
+/// clients tunnel port forwarding (`SPDY/3.1+portforward.k8s.io`): bytes
+/// from the client go to `local`, bytes from `local` go out as messages.
+/// Ends when both directions are done, or shortly after one of them is.
+pub(crate) async fn tunnel(ws: WsStream, local: DuplexStream) {
+    let (mut sink, mut stream) = ws.split();
+    let (mut local_rd, mut local_wr) = tokio::io::split(local);
+    let inbound = async {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Binary(data) if local_wr.write_all(&data).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = local_wr.shutdown().await;
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            match local_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let message = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                    if sink.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let close = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
+        let _ = sink.close().await;
+    };
+    tokio::pin!(inbound, outbound);
+    tokio::select! {
+        () = &mut inbound => { let _ = tokio::time::timeout(DRAIN_TIMEOUT, outbound).await; }
+        () = &mut outbound => { let _ = tokio::time::timeout(DRAIN_TIMEOUT, inbound).await; }
+    }
 }
