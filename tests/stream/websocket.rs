@@ -2,6 +2,7 @@
 //! port forwarding with port-prefixed channels.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -257,5 +258,60 @@ async fn idle_session_is_closed_and_its_process_killed() {
     let pid: i32 = seen.text(1).trim().parse().expect("pid");
     // The client keeps the connection open but sends nothing.
     within("idle close", ws_collect(&mut ws, None)).await;
+    assert_torn_down(&service, pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_stalls_the_process_instead_of_growing_buffers() {
+    let service = service().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let count = dir.path().join("count");
+    // Writes 64 KiB blocks forever, noting how many got through.
+    let script = format!(
+        "echo $$; i=0; while printf '%065536d' 0; do i=$((i+1)); echo $i > {}; done",
+        count.display()
+    );
+    let url = service
+        .exec_url(exec(sh(&script), false, false))
+        .await
+        .expect("url");
+    let (mut ws, _) = ws_connect(&url, "v5.channel.k8s.io").await;
+    let seen = within("pid", ws_collect(&mut ws, Some((1, "\n")))).await;
+    let text = seen.text(1);
+    let pid: i32 = text
+        .lines()
+        .next()
+        .expect("pid line")
+        .trim()
+        .parse()
+        .expect("pid");
+    // The client now reads nothing: the writer must come to a stop.
+    let read_count = || {
+        std::fs::read_to_string(&count)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut steady) = (read_count(), 0);
+    while steady < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never stalled ({last} blocks)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = read_count();
+        if now == last {
+            steady += 1;
+        } else {
+            (last, steady) = (now, 0);
+        }
+    }
+    // Pipe, queues and both ends' socket buffers: megabytes, not more.
+    assert!(
+        last * 65536 < 64 << 20,
+        "{last} blocks of 64 KiB went out to a client that reads nothing"
+    );
+    drop(ws);
     assert_torn_down(&service, pid).await;
 }
