@@ -103,6 +103,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stream_errors_keep_their_codes() {
+        use crate::stream::{BackendError, StreamError};
+        use tonic::{Code, Status};
+        for (err, code) in [
+            (
+                StreamError::Backend(BackendError::ContainerNotFound("c".into())),
+                Code::NotFound,
+            ),
+            (
+                StreamError::Backend(BackendError::PodNotFound("p".into())),
+                Code::NotFound,
+            ),
+            (
+                StreamError::Backend(BackendError::ContainerNotRunning("c".into())),
+                Code::FailedPrecondition,
+            ),
+            (StreamError::TooManyPending(1000), Code::ResourceExhausted),
+        ] {
+            assert_eq!(Status::from(Error::from(err)).code(), code);
+        }
+    }
+
+    #[test]
     fn stream_combinations() {
         assert!(check_streams(false, false, true, true).is_ok());
         assert!(check_streams(true, true, true, false).is_ok());
