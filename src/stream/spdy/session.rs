@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -31,11 +31,22 @@ pub(crate) struct NewStream {
     pub(crate) data: mpsc::Receiver<Bytes>,
     /// Cancelled when the client resets the stream.
     pub(crate) reset: CancellationToken,
+    /// Held for as long as the session logic uses the stream.
+    _alive: Arc<()>,
 }
 
 struct InStream {
     data: Option<mpsc::Sender<Bytes>>,
     reset: CancellationToken,
+    alive: Weak<()>,
+}
+
+impl InStream {
+    /// Nothing more can happen on a stream the client has ended and the
+    /// logic has let go of; clients need not reset such streams.
+    fn finished(&self) -> bool {
+        self.data.is_none() && self.alive.strong_count() == 0
+    }
 }
 
 /// Serves one upgraded connection: `logic` receives the streams the client
@@ -116,7 +127,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         stream_id: stream_id.max(1),
                         status: RST_PROTOCOL_ERROR,
                     })
-                } else if streams.len() >= MAX_STREAMS {
+                } else if streams.len() >= MAX_STREAMS && {
+                    streams.retain(|_, s| !s.finished());
+                    streams.len() >= MAX_STREAMS
+                } {
                     Some(Frame::RstStream {
                         stream_id,
                         status: RST_REFUSED_STREAM,
@@ -125,11 +139,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     last_stream.store(stream_id, Ordering::Relaxed);
                     let (tx, rx) = mpsc::channel(IN_QUEUE);
                     let reset = CancellationToken::new();
+                    let alive = Arc::new(());
+                    let weak = Arc::downgrade(&alive);
                     let stream = NewStream {
                         id: stream_id,
                         headers,
                         data: rx,
                         reset: reset.clone(),
+                        _alive: alive,
                     };
                     let reply = Frame::SynReply {
                         stream_id,
@@ -141,7 +158,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                     if new_streams.try_send(stream).is_ok() {
                         let data = (flags & FLAG_FIN == 0).then_some(tx);
-                        streams.insert(stream_id, InStream { data, reset });
+                        streams.insert(
+                            stream_id,
+                            InStream {
+                                data,
+                                reset,
+                                alive: weak,
+                            },
+                        );
                         None
                     } else {
                         Some(Frame::RstStream {
@@ -267,5 +291,64 @@ async fn write_frame<W: AsyncWrite + Unpin>(
             tracing::debug!(error = %e, "SPDY connection write failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::spdy::frame::parse_raw;
+
+    /// A client opening many short streams (each ended at once, never
+    /// reset) is never refused: finished streams leave the table.
+    #[tokio::test]
+    async fn finished_streams_do_not_count_against_the_limit() {
+        let (server_io, mut client_io) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(serve(
+            server_io,
+            Duration::from_secs(60),
+            |mut streams, _out| async move {
+                while let Some(stream) = streams.recv().await {
+                    drop(stream);
+                }
+            },
+        ));
+        let total = u32::try_from(MAX_STREAMS).expect("fits") + 100;
+        let mut comp = HeaderCompressor::new().expect("compressor");
+        let mut decomp = HeaderDecompressor::new();
+        let mut buf = BytesMut::new();
+        let mut replies = 0;
+        for n in 0..total {
+            let mut wire = BytesMut::new();
+            Frame::SynStream {
+                stream_id: 2 * n + 1,
+                associated_id: 0,
+                priority: 0,
+                flags: FLAG_FIN,
+                headers: Headers(vec![("streamtype".into(), "data".into())]),
+            }
+            .encode(&mut comp, &mut wire)
+            .expect("encode");
+            client_io.write_all(&wire).await.expect("write");
+            // Read the answer to this stream before opening the next.
+            loop {
+                if let Some(raw) = parse_raw(&mut buf).expect("parse") {
+                    match Frame::decode(raw, &mut decomp).expect("decode") {
+                        Frame::SynReply { stream_id, .. } => {
+                            assert_eq!(stream_id, 2 * n + 1);
+                            replies += 1;
+                            break;
+                        }
+                        other => panic!("stream {n}: unexpected {other:?}"),
+                    }
+                }
+                if client_io.read_buf(&mut buf).await.expect("read") == 0 {
+                    panic!("server closed the connection");
+                }
+            }
+        }
+        assert_eq!(replies, total);
+        drop(client_io);
+        server.await.expect("server ends with its client");
     }
 }
