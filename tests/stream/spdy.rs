@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use crate::spdy_client::{self, Event};
@@ -268,4 +269,52 @@ async fn spdy_client_disconnect_kills_the_process() {
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     drop(client);
     assert_torn_down(&service, pid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spdy_port_forward_client_disconnect_closes_the_pod_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let service = service().await;
+    let url = service
+        .port_forward_url(PortForwardRequest {
+            pod_id: "pod".into(),
+            ports: vec![port],
+        })
+        .await
+        .expect("url");
+    let mut client = spdy_client::connect(&url, &["portforward.k8s.io"])
+        .await
+        .expect("upgrade");
+    let port_text = port.to_string();
+    let headers = |t| {
+        vec![
+            ("streamType", t),
+            ("port", port_text.as_str()),
+            ("requestID", "0"),
+        ]
+    };
+    client.open(&headers("error")).await;
+    let data = client.open(&headers("data")).await;
+    client.data(data, b"hi", false).await;
+    let (mut pod_side, _) = within("pod connection", listener.accept())
+        .await
+        .expect("accept");
+    let mut got = [0u8; 2];
+    within("data to the pod", pod_side.read_exact(&mut got))
+        .await
+        .expect("read");
+    assert_eq!(&got, b"hi");
+    // The client vanishes without ending anything.
+    drop(client);
+    let mut rest = Vec::new();
+    let n = within("pod connection closed", pod_side.read_to_end(&mut rest))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing more reaches the pod");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while service.active_sessions() > 0 {
+        assert!(Instant::now() < deadline, "session outlived its client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
