@@ -14,3 +14,4 @@ pub mod state;
 /// runtime itself.
 #[doc(hidden)]
 pub mod testimages;
+pub mod stream;

@@ -10,6 +10,7 @@ use tonic::{Code, Response, Status};
 
 use crate::node::NodeError;
 use crate::state::StoreError;
+use crate::stream::{BackendError, StreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,6 +25,8 @@ pub enum Error {
     Node(#[from] NodeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 impl Error {
@@ -33,7 +36,25 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
+            Error::Stream(e) => stream_code(e),
         }
+    }
+}
+
+fn stream_code(err: &StreamError) -> Code {
+    match err {
+        StreamError::TooManyPending(_) => Code::ResourceExhausted,
+        StreamError::Bind { .. } | StreamError::Random(_) => Code::Internal,
+        StreamError::Backend(e) => match e {
+            BackendError::ContainerNotFound(_) | BackendError::PodNotFound(_) => Code::NotFound,
+            BackendError::ContainerNotRunning(_) | BackendError::PodNotReady(_) => {
+                Code::FailedPrecondition
+            }
+            BackendError::Start { .. }
+            | BackendError::Attach { .. }
+            | BackendError::Connect { .. }
+            | BackendError::Io(_) => Code::Internal,
+        },
     }
 }
 
