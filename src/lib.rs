@@ -7,5 +7,6 @@ pub mod config;
 pub mod cri;
 pub mod daemon;
 pub mod logging;
+pub mod net;
 pub mod node;
 pub mod state;

@@ -79,6 +79,7 @@ impl Node {
     }
 
     pub fn conditions(&self) -> Vec<Condition> {
+        let network = crate::net::readiness(&self.config, &self.pod_cidr());
         vec![
             Condition {
                 kind: "RuntimeReady",
@@ -88,9 +89,9 @@ impl Node {
             },
             Condition {
                 kind: "NetworkReady",
-                ready: false,
-                reason: "NetworkPluginNotReady".to_string(),
-                message: "yonggi: pod networking (CNI) is not built yet".to_string(),
+                ready: network.ready,
+                reason: network.reason,
+                message: network.message,
             },
         ]
     }

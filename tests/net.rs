@@ -1,0 +1,462 @@
+//! Pod networking through the real CNI plugins (/usr/lib/cni), as root: each
+//! test makes its own netns, bridge `ygt<random>` and a free 10.x subnet, and
+//! removes them again. Traffic only flows between the host and that netns.
+
+// Not every fixture of the shared module is used here.
+#[allow(unused_imports)]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use yonggi::config::{Config, NetworkConfig};
+use yonggi::net::{NetError, PodNetworkRequest, PortMapping, Protocol, Service};
+use yonggi::node::Node;
+use yonggi::state::Store;
+
+fn random_hex(n: usize) -> String {
+    (0..n)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect()
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One test's private network world.
+struct World {
+    tag: String,
+    bridge: String,
+    subnet: String,
+    netns: String,
+    dir: tempfile::TempDir,
+    conf_dir: PathBuf,
+    config: Arc<Config>,
+    store: Arc<Store>,
+}
+
+impl World {
+    fn new() -> World {
+        support::daemon::require_root();
+        let tag = random_hex(8);
+        let bridge = format!("ygt{tag}");
+        let subnet = (0..200)
+            .map(|_| {
+                format!(
+                    "10.{}.{}.0/24",
+                    100 + rand::random::<u8>() % 150,
+                    rand::random::<u8>()
+                )
+            })
+            .find(|s| yonggi::net::host::check(&bridge, s).is_ok())
+            .expect("a free 10.x/24 subnet");
+        let netns = format!("ygt-{tag}");
+        run("ip", &["netns", "add", &netns]);
+        let dir = tempfile::Builder::new()
+            .prefix("yonggi-net-")
+            .tempdir()
+            .expect("tempdir");
+        let conf_dir = dir.path().join("net.d");
+        std::fs::create_dir(&conf_dir).expect("conf dir");
+        let config = Config {
+            root: dir.path().join("root"),
+            state_dir: dir.path().join("run"),
+            network: NetworkConfig {
+                cni_conf_dir: conf_dir.clone(),
+                cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+                bridge: bridge.clone(),
+                pod_cidr: subnet.clone(),
+            },
+            ..Config::default()
+        };
+        std::fs::create_dir_all(&config.root).expect("root");
+        let store = Arc::new(Store::open(&config.root).expect("store"));
+        World {
+            tag,
+            bridge,
+            subnet,
+            netns,
+            dir,
+            conf_dir,
+            config: Arc::new(config),
+            store,
+        }
+    }
+
+    fn ipam_dir(&self) -> PathBuf {
+        self.dir.path().join("ipam")
+    }
+
+    /// A bridge + portmap conflist on this world's bridge and subnet;
+    /// `extra` is appended to the plugin list.
+    fn conflist(&self, bridge: &str, extra: &str) -> String {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"ygt-{tag}","plugins":[
+              {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"hairpinMode":true,
+                "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],
+                         "routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}},
+              {{"type":"portmap","capabilities":{{"portMappings":true}}}}{extra}]}}"#,
+            tag = self.tag,
+            subnet = self.subnet,
+            ipam = self.ipam_dir().display(),
+        )
+    }
+
+    fn write_conf(&self, name: &str, text: &str) {
+        std::fs::write(self.conf_dir.join(name), text).expect("write conf");
+    }
+
+    fn service(&self) -> Service {
+        let node = Arc::new(Node::new(self.config.clone(), self.store.clone()).expect("node"));
+        Service::new(self.config.clone(), node).expect("net service")
+    }
+
+    fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.netns)
+    }
+
+    fn request(&self, id: &str, port_mappings: Vec<PortMapping>) -> PodNetworkRequest {
+        PodNetworkRequest {
+            id: id.to_string(),
+            name: format!("pod-{}", self.tag),
+            namespace: "ygt".to_string(),
+            uid: format!("uid-{}", self.tag),
+            netns_path: self.netns_path(),
+            port_mappings,
+        }
+    }
+
+    /// Interfaces enslaved to the test bridge (the host ends of veths).
+    fn bridge_ports(&self) -> Vec<String> {
+        let dir = Path::new("/sys/class/net").join(&self.bridge).join("brif");
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .map(|e| {
+                    e.expect("brif entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// IPs host-local holds for this network (one file per reserved IP).
+    fn reservations(&self) -> Vec<String> {
+        let dir = self.ipam_dir().join(format!("ygt-{}", self.tag));
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .map(|e| {
+                    e.expect("ipam entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .filter(|name| name.parse::<IpAddr>().is_ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// iptables rules mentioning the pod id (bridge ipMasq and portmap tag
+    /// their rules with it).
+    fn iptables_rules_for(&self, id: &str) -> Vec<String> {
+        run("iptables-save", &[])
+            .lines()
+            .filter(|l| l.contains(id))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn bridge_exists(&self) -> bool {
+        Path::new("/sys/class/net").join(&self.bridge).exists()
+    }
+
+    fn assert_clean(&self, id: &str) {
+        assert_eq!(
+            self.bridge_ports(),
+            Vec::<String>::new(),
+            "veth left on bridge"
+        );
+        assert_eq!(
+            self.reservations(),
+            Vec::<String>::new(),
+            "IPAM reservation left"
+        );
+        assert_eq!(
+            self.iptables_rules_for(id),
+            Vec::<String>::new(),
+            "iptables left"
+        );
+        let cache = self
+            .config
+            .root
+            .join("net/cache")
+            .join(format!("{id}.json"));
+        assert!(!cache.exists(), "cache entry left");
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        if self.bridge_exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
+        }
+    }
+}
+
+/// A TCP listener created inside the netns: a thread joins the namespace,
+/// binds, and hands the socket back (it stays in that namespace).
+fn listen_in_netns(netns: &Path) -> TcpListener {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).expect("open netns");
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        TcpListener::bind(("0.0.0.0", 0)).expect("bind in netns")
+    })
+    .join()
+    .expect("listener thread")
+}
+
+/// Serves `n` connections, each greeted with `greeting`.
+fn serve(listener: TcpListener, n: usize, greeting: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.write_all(greeting.as_bytes()).expect("greet");
+        }
+    })
+}
+
+fn fetch(addr: (IpAddr, u16)) -> String {
+    let mut conn =
+        TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read");
+    text
+}
+
+fn free_host_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn pod_id() -> String {
+    (0..4).map(|_| random_hex(16)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_gives_reachable_ip_and_host_port_and_del_is_idempotent() {
+    let world = World::new();
+    world.write_conf("10-test.conflist", &world.conflist(&world.bridge, ""));
+    let service = world.service();
+    let listener = listen_in_netns(&world.netns_path());
+    let container_port = listener.local_addr().expect("addr").port();
+    let host_port = free_host_port();
+    let id = pod_id();
+    let request = world.request(
+        &id,
+        vec![PortMapping {
+            host_port,
+            container_port,
+            protocol: Protocol::Tcp,
+            host_ip: String::new(),
+        }],
+    );
+
+    let net = service.setup(&request).await.expect("ADD");
+    assert_eq!(net.interface, "eth0");
+    assert_eq!(net.network, format!("ygt-{}", world.tag));
+    assert_eq!(net.ips.len(), 1, "{net:?}");
+    let ip = net.ips[0].addr;
+    let subnet = yonggi::net::host::Cidr::parse(&world.subnet).expect("subnet");
+    assert!(subnet.contains(ip), "{ip} not in {}", world.subnet);
+
+    let inside = run(
+        "ip",
+        &[
+            "-n",
+            &world.netns,
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ],
+    );
+    assert!(inside.contains(&format!("{ip}/24")), "{inside}");
+    let lo = run("ip", &["-n", &world.netns, "-o", "link", "show", "lo"]);
+    assert!(lo.contains(",UP"), "lo is not up: {lo}");
+    assert_eq!(world.bridge_ports().len(), 1);
+    assert_eq!(world.reservations(), vec![ip.to_string()]);
+
+    // The same request again is answered from the cache, without a second IP.
+    assert_eq!(service.setup(&request).await.expect("ADD again"), net);
+    assert_eq!(service.pod_network(&id).expect("cached"), Some(net.clone()));
+
+    let server = serve(listener, 2, "hello from the pod");
+    assert_eq!(fetch((ip, container_port)), "hello from the pod");
+    let localhost: IpAddr = [127, 0, 0, 1].into();
+    assert_eq!(fetch((localhost, host_port)), "hello from the pod");
+    server.join().expect("server");
+
+    service.teardown(&id).await.expect("DEL");
+    world.assert_clean(&id);
+    service.teardown(&id).await.expect("DEL again");
+    service
+        .teardown(&pod_id())
+        .await
+        .expect("DEL of an unknown pod");
+    assert_eq!(service.pod_network(&id).expect("cache"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_uses_the_cache_after_the_conf_dir_changed_and_a_restart() {
+    let world = World::new();
+    world.write_conf("10-test.conflist", &world.conflist(&world.bridge, ""));
+    let id = pod_id();
+    {
+        let service = world.service();
+        service
+            .setup(&world.request(&id, vec![]))
+            .await
+            .expect("ADD");
+        assert_eq!(world.bridge_ports().len(), 1);
+    }
+    // A new first config (another bridge, a plugin that does not exist): DEL
+    // must still run the chain ADD used.
+    world.write_conf(
+        "00-new.conflist",
+        &world.conflist("ygtother0", r#",{"type":"ygt-missing-plugin"}"#),
+    );
+    let restarted = world.service();
+    assert!(!restarted.status().ready);
+    assert_eq!(restarted.attached_ids().expect("ids"), vec![id.clone()]);
+    restarted.teardown(&id).await.expect("DEL from cache");
+    world.assert_clean(&id);
+    assert!(!Path::new("/sys/class/net/ygtother0").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_after_the_netns_is_gone_still_releases_everything() {
+    let world = World::new();
+    // The bridge plugin (1.1.1) finds its ipMasq rules through the pod's
+    // addresses inside the netns, so without the netns it cannot remove
+    // them: the pod module runs DEL before it releases the netns. Here the
+    // masquerade is off, and portmap (whose DEL needs no netns) is checked.
+    let conf = world
+        .conflist(&world.bridge, "")
+        .replace(r#""ipMasq":true"#, r#""ipMasq":false"#);
+    world.write_conf("10-test.conflist", &conf);
+    let service = world.service();
+    let id = pod_id();
+    let mapping = PortMapping {
+        host_port: free_host_port(),
+        container_port: 80,
+        protocol: Protocol::Tcp,
+        host_ip: String::new(),
+    };
+    service
+        .setup(&world.request(&id, vec![mapping]))
+        .await
+        .expect("ADD");
+    assert!(
+        !world.iptables_rules_for(&id).is_empty(),
+        "portmap made no rules"
+    );
+    assert_eq!(world.reservations().len(), 1);
+    run("ip", &["netns", "del", &world.netns]);
+    service.teardown(&id).await.expect("DEL without netns");
+    world.assert_clean(&id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_plugin_type_is_named_and_changes_nothing() {
+    let world = World::new();
+    world.write_conf(
+        "10-test.conflist",
+        &world.conflist(&world.bridge, r#",{"type":"ygt-no-such-plugin"}"#),
+    );
+    let service = world.service();
+    let status = service.status();
+    assert!(!status.ready);
+    assert_eq!(status.reason, "NetworkPluginNotReady");
+    assert!(
+        status.message.contains("ygt-no-such-plugin"),
+        "{}",
+        status.message
+    );
+    let id = pod_id();
+    let err = service
+        .setup(&world.request(&id, vec![]))
+        .await
+        .expect_err("ADD must fail");
+    assert!(
+        matches!(&err, NetError::PluginNotFound { plugin, .. } if plugin == "ygt-no-such-plugin"),
+        "{err:?}"
+    );
+    assert!(err.is_misconfiguration());
+    assert!(!world.bridge_exists(), "bridge created by a failed ADD");
+    world.assert_clean(&id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_failing_midway_rolls_back_the_chain() {
+    let world = World::new();
+    // portmap rejects a non-boolean "snat" after bridge has run.
+    let conf = world.conflist(&world.bridge, "").replace(
+        r#"{"type":"portmap","#,
+        r#"{"type":"portmap","snat":"maybe","#,
+    );
+    world.write_conf("10-test.conflist", &conf);
+    let service = world.service();
+    let id = pod_id();
+    let err = service
+        .setup(&world.request(
+            &id,
+            vec![PortMapping {
+                host_port: free_host_port(),
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: String::new(),
+            }],
+        ))
+        .await
+        .expect_err("ADD must fail");
+    match &err {
+        NetError::PluginFailed {
+            plugin, command, ..
+        } => {
+            assert_eq!(plugin, "portmap");
+            assert_eq!(*command, "ADD");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    world.assert_clean(&id);
+    let inside = run("ip", &["-n", &world.netns, "-o", "link", "show"]);
+    assert!(!inside.contains("eth0"), "eth0 left in the netns: {inside}");
+}
