@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use yonggi::config::{Config, NetworkConfig};
-use yonggi::net::{NetError, PodNetworkRequest, PortMapping, Protocol, Service};
+use yonggi::net::{HostConflict, NetError, PodNetworkRequest, PortMapping, Protocol, Service};
 use yonggi::node::Node;
 use yonggi::state::Store;
 
@@ -212,8 +212,25 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // The built-in network's node-wide masquerade rule, if a test made it.
+        if let Some(cidr) = yonggi::net::host::Cidr::parse(&self.subnet) {
+            let mut args = vec![
+                "-w".to_string(),
+                "-t".into(),
+                "nat".into(),
+                "-D".into(),
+                "POSTROUTING".into(),
+            ];
+            args.extend(yonggi::net::masq::rule(&cidr));
+            let _ = Command::new(yonggi::net::masq::tool(&cidr))
+                .args(&args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        // Some tests delete the netns themselves.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
+            .stderr(std::process::Stdio::null())
             .status();
         if self.bridge_exists() {
             let _ = Command::new("ip")
@@ -459,4 +476,151 @@ async fn plugin_failing_midway_rolls_back_the_chain() {
     world.assert_clean(&id);
     let inside = run("ip", &["-n", &world.netns, "-o", "link", "show"]);
     assert!(!inside.contains("eth0"), "eth0 left in the netns: {inside}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_network_when_the_conf_dir_is_empty() {
+    let world = World::new();
+    let service = world.service();
+    let status = service.status();
+    assert!(status.ready, "{}", status.message);
+    let listener = listen_in_netns(&world.netns_path());
+    let port = listener.local_addr().expect("addr").port();
+    let id = pod_id();
+    let net = service
+        .setup(&world.request(&id, vec![]))
+        .await
+        .expect("ADD");
+    assert_eq!(net.network, "yonggi");
+    let ip = net.ips[0].addr;
+    let subnet = yonggi::net::host::Cidr::parse(&world.subnet).expect("subnet");
+    assert!(subnet.contains(ip), "{ip} not in {}", world.subnet);
+    // The bridge is the gateway, and the node-wide masquerade rule exists.
+    let gateway = net.ips[0].gateway.expect("gateway");
+    let on_bridge = run("ip", &["-4", "-o", "addr", "show", "dev", &world.bridge]);
+    assert!(on_bridge.contains(&gateway.to_string()), "{on_bridge}");
+    let nat = run("iptables-save", &["-t", "nat"]);
+    assert!(
+        nat.contains(&format!("-A POSTROUTING -s {}", world.subnet)),
+        "no masquerade rule for {}: {nat}",
+        world.subnet
+    );
+    // IPAM state lives under yonggi's root, not /var/lib/cni.
+    let ipam = world.config.root.join("net/ipam/yonggi");
+    assert!(
+        ipam.join(ip.to_string()).exists(),
+        "no reservation in {}",
+        ipam.display()
+    );
+    let server = serve(listener, 1, "built-in");
+    assert_eq!(fetch((ip, port)), "built-in");
+    server.join().expect("server");
+    service.teardown(&id).await.expect("DEL");
+    assert_eq!(world.bridge_ports(), Vec::<String>::new());
+    assert!(!ipam.join(ip.to_string()).exists(), "IPAM reservation left");
+    assert_eq!(world.iptables_rules_for(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_network_refuses_a_subnet_the_host_uses() {
+    support::daemon::require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = format!("ygt{}", random_hex(8));
+    // Loopback holds 127.0.0.1/8 on every host.
+    let config = Arc::new(Config {
+        root: dir.path().join("root"),
+        network: NetworkConfig {
+            cni_conf_dir: dir.path().join("net.d"),
+            cni_bin_dirs: vec!["/usr/lib/cni".into()],
+            bridge: bridge.clone(),
+            pod_cidr: "127.0.0.0/16".into(),
+        },
+        ..Config::default()
+    });
+    std::fs::create_dir_all(&config.root).expect("root");
+    let store = Arc::new(Store::open(&config.root).expect("store"));
+    let node = Arc::new(Node::new(config.clone(), store).expect("node"));
+    let service = Service::new(config, node).expect("service");
+    let status = service.status();
+    assert!(!status.ready);
+    assert!(
+        status.message.contains("127.0.0.0/16"),
+        "{}",
+        status.message
+    );
+    let err = service
+        .setup(&PodNetworkRequest {
+            id: pod_id(),
+            name: "p".into(),
+            namespace: "n".into(),
+            uid: "u".into(),
+            netns_path: "/run/netns/ygt-never-made".into(),
+            port_mappings: vec![],
+        })
+        .await
+        .expect_err("ADD must fail");
+    assert!(
+        matches!(
+            err,
+            NetError::HostConflict(HostConflict::AddressOverlap { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(!Path::new("/sys/class/net").join(&bridge).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_rpc_reports_network_not_ready_with_the_missing_plugin() {
+    support::daemon::require_root();
+    let conf = tempfile::tempdir().expect("conf dir");
+    std::fs::write(
+        conf.path().join("10-x.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"ygt-absent-plugin"}]}"#,
+    )
+    .expect("write");
+    let daemon = support::Daemon::start_with(support::DaemonOptions {
+        extra_config: format!(
+            "[network]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\"]\n",
+            conf.path().display()
+        ),
+    });
+    let mut rt = daemon.runtime().await;
+    let conditions = rt
+        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .status
+        .expect("status")
+        .conditions;
+    let network = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(!network.status);
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(
+        network.message.contains("ygt-absent-plugin"),
+        "{}",
+        network.message
+    );
+
+    std::fs::write(
+        conf.path().join("05-ok.conf"),
+        r#"{"cniVersion":"1.0.0","name":"ok","type":"bridge","bridge":"ygtunused0"}"#,
+    )
+    .expect("write");
+    let conditions = rt
+        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .status
+        .expect("status")
+        .conditions;
+    let network = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(network.status, "{}", network.message);
 }

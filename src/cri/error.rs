@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tonic::{Code, Response, Status};
 
+use crate::net::NetError;
 use crate::node::NodeError;
 use crate::state::StoreError;
 
@@ -24,6 +25,8 @@ pub enum Error {
     Node(#[from] NodeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 impl Error {
@@ -33,7 +36,27 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
+            Error::Net(e) => net_code(e),
         }
+    }
+}
+
+fn net_code(err: &NetError) -> Code {
+    match err {
+        NetError::InvalidRequest { .. } => Code::InvalidArgument,
+        NetError::NotAttached { .. } => Code::NotFound,
+        NetError::ConfRead { .. }
+        | NetError::ConfInvalid { .. }
+        | NetError::PluginNotFound { .. }
+        | NetError::HostConflict(_) => Code::FailedPrecondition,
+        NetError::PluginTimeout { .. } => Code::DeadlineExceeded,
+        NetError::PluginExec { .. }
+        | NetError::PluginFailed { .. }
+        | NetError::PluginCrashed { .. }
+        | NetError::BadResult { .. }
+        | NetError::Masquerade { .. }
+        | NetError::Cache { .. }
+        | NetError::CacheCorrupt { .. } => Code::Internal,
     }
 }
 
@@ -94,6 +117,12 @@ mod tests {
         assert!(status.message().contains("RunPodSandbox"));
         let status = Status::from(Error::Node(NodeError::BadPodCidr("x".into())));
         assert_eq!(status.code(), Code::InvalidArgument);
+        let status = Status::from(Error::Net(NetError::PluginNotFound {
+            plugin: "bridge".into(),
+            dirs: "/opt/cni/bin".into(),
+        }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("bridge"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::node::Node;
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub net: Arc<crate::net::Service>,
 }
 
 /// The two tonic services, ready to add to a server.

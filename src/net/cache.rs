@@ -29,6 +29,10 @@ pub(crate) struct Attachment {
     pub(crate) cni_args: String,
     pub(crate) network: NetworkList,
     pub(crate) runtime_config: Map<String, Value>,
+    /// Indexes of plugins not run for this pod (see `Service::setup`); DEL
+    /// skips them too.
+    #[serde(default)]
+    pub(crate) skipped: Vec<usize>,
     /// The final plugin's ADD result; `None` while ADD has not finished.
     pub(crate) result: Option<Value>,
     pub(crate) pod_network: Option<PodNetwork>,
@@ -51,6 +55,7 @@ impl Attachment {
             cni_args,
             network,
             runtime_config,
+            skipped: Vec::new(),
             result: None,
             pod_network: None,
         }

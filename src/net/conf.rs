@@ -15,6 +15,7 @@ use crate::config::NetworkConfig;
 
 /// The built-in network, shipped so an operator can also copy it into the
 /// conf dir by hand. Bridge name, subnet and IPAM dir are filled in at use.
+/// `ipMasq` is off: yonggi adds one masquerade rule for the CIDR (masq.rs).
 const DEFAULT_CONFLIST: &str = include_str!("../../manifests/cni/yonggi-default.conflist");
 
 /// The extensions libcni and kubelet's runtimes accept, and no others:
@@ -326,7 +327,8 @@ mod tests {
         let bridge = &list.plugins[0];
         assert_eq!(bridge["bridge"], "ygt0");
         assert_eq!(bridge["isGateway"], true);
-        assert_eq!(bridge["ipMasq"], true);
+        // yonggi masquerades the whole CIDR once (masq.rs), not per pod.
+        assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["ipam"]["type"], "host-local");
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.77.3.0/24");
         assert_eq!(bridge["ipam"]["routes"][0]["dst"], "0.0.0.0/0");

@@ -13,6 +13,7 @@
 mod cache;
 mod conf;
 pub mod host;
+pub mod masq;
 mod plugin;
 mod result;
 mod service;
@@ -156,6 +157,8 @@ pub enum NetError {
         command: &'static str,
         message: String,
     },
+    #[error("cannot set up masquerading for pod CIDR {cidr}: {message}")]
+    Masquerade { cidr: String, message: String },
     #[error("pod {id} has no network attachment")]
     NotAttached { id: String },
     #[error("cni cache {path}")]

@@ -102,6 +102,7 @@ pub(crate) async fn exec(
     inv: &Invocation<'_>,
     stdin: &Value,
 ) -> Result<Value, NetError> {
+    let started = std::time::Instant::now();
     let cni_path = std::env::join_paths(inv.bin_dirs).unwrap_or_default();
     let input = serde_json::to_vec(stdin).map_err(|e| NetError::BadResult {
         plugin: kind.to_string(),
@@ -143,6 +144,14 @@ pub(crate) async fn exec(
             });
         }
     };
+    tracing::debug!(
+        plugin = kind,
+        command = command.as_str(),
+        container_id = inv.container_id,
+        duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        status = %output.status,
+        "cni plugin ran"
+    );
     if !output.status.success() {
         if let Ok(err) = serde_json::from_slice::<ErrorResult>(&output.stdout) {
             return Err(NetError::PluginFailed {

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use super::cache::{Attachment, Cache};
 use super::conf;
 use super::plugin::{self, Command, Invocation};
-use super::{NetError, POD_IFNAME, PodNetwork, PodNetworkRequest, host, result};
+use super::{
+    HostConflict, NetError, POD_IFNAME, PodNetwork, PodNetworkRequest, host, masq, result,
+};
 use crate::config::Config;
 use crate::node::Node;
 
@@ -29,7 +31,7 @@ pub struct Service {
     ipam_dir: PathBuf,
     /// The (bridge, CIDR) last found free, so a pod ADD does not re-read
     /// the host's routes each time.
-    host_checked: Mutex<Option<(String, String)>>,
+    host_checked: tokio::sync::Mutex<Option<(String, String)>>,
     /// One lock per pod id: ADD and DEL of one pod never overlap.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -45,7 +47,7 @@ impl Service {
             config,
             node,
             cache,
-            host_checked: Mutex::new(None),
+            host_checked: tokio::sync::Mutex::new(None),
             locks: Mutex::new(HashMap::new()),
         };
         let status = service.status();
@@ -95,7 +97,7 @@ impl Service {
         }
         let network = conf::load(&self.config.network, &self.node.pod_cidr(), &self.ipam_dir)?;
         if network.is_builtin() {
-            self.check_host()?;
+            self.prepare_host().await?;
         }
         let bins = &self.config.network.cni_bin_dirs;
         // Every binary is found before anything runs: a config naming a
@@ -114,6 +116,8 @@ impl Service {
             network,
             runtime_config(req),
         );
+        attachment.skipped =
+            skipped_plugins(&attachment.network.plugins, &attachment.runtime_config);
         self.cache.put(&attachment, false)?;
 
         let plugins = attachment.network.plugins.len();
@@ -188,7 +192,10 @@ impl Service {
         }
         let netns = a.netns.to_string_lossy();
         let inv = self.invocation(&a, &netns);
-        for plugin in &a.network.plugins {
+        for (index, plugin) in a.network.plugins.iter().enumerate() {
+            if a.skipped.contains(&index) {
+                continue;
+            }
             let kind = plugin_type(plugin);
             let path = conf::find_plugin(&self.config.network.cni_bin_dirs, kind)?;
             let stdin = plugin::execution_config(
@@ -246,16 +253,20 @@ impl Service {
         }
     }
 
-    fn check_host(&self) -> Result<(), NetError> {
-        let bridge = self.config.network.bridge.clone();
-        let cidr = self.node.pod_cidr();
-        let key = Some((bridge, cidr));
-        let mut checked = self.host_checked.lock().unwrap_or_else(|e| e.into_inner());
+    /// Before the built-in network's first use (and again when the pod CIDR
+    /// changed): its bridge name and subnet must be free, and the CIDR's
+    /// masquerade rule in place. Serialised, so two first pods add one rule.
+    async fn prepare_host(&self) -> Result<(), NetError> {
+        let key = Some((self.config.network.bridge.clone(), self.node.pod_cidr()));
+        let mut checked = self.host_checked.lock().await;
         if *checked == key {
             return Ok(());
         }
         if let Some((bridge, cidr)) = &key {
             host::check(bridge, cidr)?;
+            let net =
+                host::Cidr::parse(cidr).ok_or_else(|| HostConflict::BadCidr(cidr.to_string()))?;
+            masq::ensure(&net).await?;
         }
         *checked = key;
         Ok(())
@@ -283,6 +294,9 @@ impl Service {
         let list = &a.network;
         let mut prev: Option<Value> = None;
         for (index, (plugin, path)) in list.plugins.iter().zip(paths).enumerate() {
+            if a.skipped.contains(&index) {
+                continue;
+            }
             let kind = plugin_type(plugin);
             let stdin = plugin::execution_config(
                 plugin,
@@ -343,6 +357,9 @@ impl Service {
         let Some(plugin) = a.network.plugins.get(index) else {
             return Ok(());
         };
+        if a.skipped.contains(&index) {
+            return Ok(());
+        }
         let netns = if a.netns.exists() {
             a.netns.to_string_lossy().into_owned()
         } else {
@@ -363,6 +380,24 @@ impl Service {
             .await
             .map(drop)
     }
+}
+
+/// Plugins with nothing to do for this pod, left out of ADD and DEL: the
+/// standard `portmap` acts only on the `portMappings` runtime config (its
+/// ADD passes the previous result through unchanged without any), yet costs
+/// an exec on ADD and iptables work on DEL. Most pods have no host ports.
+fn skipped_plugins(
+    plugins: &[Map<String, Value>],
+    runtime_config: &Map<String, Value>,
+) -> Vec<usize> {
+    plugins
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            plugin_type(p) == "portmap" && !runtime_config.contains_key("portMappings")
+        })
+        .map(|(index, _)| index)
+        .collect()
 }
 
 fn plugin_type(plugin: &Map<String, Value>) -> &str {
@@ -511,6 +546,23 @@ mod tests {
                 {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}
             ]})
         );
+    }
+
+    #[test]
+    fn portmap_is_skipped_without_host_ports() {
+        let plugins: Vec<Map<String, Value>> = [
+            serde_json::json!({"type": "bridge"}),
+            serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        ]
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(skipped_plugins(&plugins, &Map::new()), vec![1]);
+        let with_ports = runtime_config(&request());
+        assert_eq!(skipped_plugins(&plugins, &with_ports), Vec::<usize>::new());
     }
 
     #[test]
