@@ -40,6 +40,7 @@ struct World {
     tag: String,
     bridge: String,
     subnet: String,
+    pod_cidr: String,
     netns: String,
     dir: tempfile::TempDir,
     conf_dir: PathBuf,
@@ -49,6 +50,12 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_ipv6(false)
+    }
+
+    /// With `ipv6`, the pod CIDR is dual stack: the 10.x/24 plus a free
+    /// fdXX:XXXX::/64.
+    fn with_ipv6(ipv6: bool) -> World {
         support::daemon::require_root();
         let tag = random_hex(8);
         let bridge = format!("ygt{tag}");
@@ -62,6 +69,15 @@ impl World {
             })
             .find(|s| yonggi::net::host::check(&bridge, s).is_ok())
             .expect("a free 10.x/24 subnet");
+        let pod_cidr = if ipv6 {
+            let v6 = (0..200)
+                .map(|_| format!("fd{:02x}:{}::/64", rand::random::<u8>(), random_hex(4)))
+                .find(|s| yonggi::net::host::check(&bridge, s).is_ok())
+                .expect("a free ULA /64");
+            format!("{subnet},{v6}")
+        } else {
+            subnet.clone()
+        };
         let netns = format!("ygt-{tag}");
         run("ip", &["netns", "add", &netns]);
         let dir = tempfile::Builder::new()
@@ -77,7 +93,7 @@ impl World {
                 cni_conf_dir: conf_dir.clone(),
                 cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
                 bridge: bridge.clone(),
-                pod_cidr: subnet.clone(),
+                pod_cidr: pod_cidr.clone(),
             },
             ..Config::default()
         };
@@ -87,6 +103,7 @@ impl World {
             tag,
             bridge,
             subnet,
+            pod_cidr,
             netns,
             dir,
             conf_dir,
@@ -155,20 +172,23 @@ impl World {
     }
 
     /// IPs host-local holds for this network (one file per reserved IP).
+    /// (The test conflists' network, and the built-in one under the root.)
     fn reservations(&self) -> Vec<String> {
-        let dir = self.ipam_dir().join(format!("ygt-{}", self.tag));
-        match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .map(|e| {
-                    e.expect("ipam entry")
-                        .file_name()
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .filter(|name| name.parse::<IpAddr>().is_ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        let dirs = [
+            self.ipam_dir().join(format!("ygt-{}", self.tag)),
+            self.config.root.join("net/ipam/yonggi"),
+        ];
+        dirs.iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .map(|e| {
+                e.expect("ipam entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.parse::<IpAddr>().is_ok())
+            .collect()
     }
 
     /// iptables rules mentioning the pod id (bridge ipMasq and portmap tag
@@ -213,7 +233,7 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         // The built-in network's node-wide masquerade rule, if a test made it.
-        if let Some(cidr) = yonggi::net::host::Cidr::parse(&self.subnet) {
+        for cidr in yonggi::net::host::parse_pod_cidrs(&self.pod_cidr).unwrap_or_default() {
             let mut args = vec![
                 "-w".to_string(),
                 "-t".into(),
@@ -248,6 +268,18 @@ fn listen_in_netns(netns: &Path) -> TcpListener {
         let file = std::fs::File::open(&netns).expect("open netns");
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         TcpListener::bind(("0.0.0.0", 0)).expect("bind in netns")
+    })
+    .join()
+    .expect("listener thread")
+}
+
+/// Like `listen_in_netns`, on `[::]` (IPv4 and IPv6).
+fn listen_in_netns_v6(netns: &Path) -> TcpListener {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).expect("open netns");
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        TcpListener::bind(("::", 0)).expect("bind in netns")
     })
     .join()
     .expect("listener thread")
@@ -623,4 +655,118 @@ async fn status_rpc_reports_network_not_ready_with_the_missing_plugin() {
         .find(|c| c.r#type == "NetworkReady")
         .expect("NetworkReady");
     assert!(network.status, "{}", network.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_network_dual_stack() {
+    let world = World::with_ipv6(true);
+    let service = world.service();
+    let listener = listen_in_netns_v6(&world.netns_path());
+    let port = listener.local_addr().expect("addr").port();
+    let id = pod_id();
+    let net = service
+        .setup(&world.request(&id, vec![]))
+        .await
+        .expect("ADD");
+    assert_eq!(net.ips.len(), 2, "{net:?}");
+    let cidrs = yonggi::net::host::parse_pod_cidrs(&world.pod_cidr).expect("cidrs");
+    assert!(net.ips[0].addr.is_ipv4() && cidrs[0].contains(net.ips[0].addr));
+    assert!(net.ips[1].addr.is_ipv6() && cidrs[1].contains(net.ips[1].addr));
+    let nat6 = run("ip6tables-save", &["-t", "nat"]);
+    assert!(nat6.contains(&format!("-s {}", cidrs[1])), "{nat6}");
+    let server = serve(listener, 2, "dual");
+    assert_eq!(fetch((net.ips[0].addr, port)), "dual");
+    assert_eq!(fetch((net.ips[1].addr, port)), "dual");
+    server.join().expect("server");
+    service.teardown(&id).await.expect("DEL");
+    world.assert_clean(&id);
+}
+
+/// An extra netns, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        run("ip", &["netns", "add", &name]);
+        Netns(name)
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pods_get_distinct_ips_and_leave_nothing() {
+    let world = World::new();
+    world.write_conf("10-test.conflist", &world.conflist(&world.bridge, ""));
+    let service = Arc::new(world.service());
+    let pods: Vec<(String, Netns)> = (0..10)
+        .map(|i| (pod_id(), Netns::new(format!("ygt-{}-{i}", world.tag))))
+        .collect();
+    let setups = pods.iter().map(|(id, ns)| {
+        let mut request = world.request(id, vec![]);
+        request.netns_path = ns.path();
+        let service = service.clone();
+        async move { service.setup(&request).await }
+    });
+    let nets = futures::future::join_all(setups).await;
+    let mut ips: Vec<IpAddr> = nets
+        .into_iter()
+        .map(|n| n.expect("concurrent ADD").ips[0].addr)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), pods.len(), "duplicate pod IPs");
+    assert_eq!(world.bridge_ports().len(), pods.len());
+    // Each one's CHECK passes against its cached result.
+    for (id, _) in &pods {
+        service.check(id).await.expect("CHECK");
+    }
+    let teardowns = pods.iter().map(|(id, _)| service.teardown(id));
+    for result in futures::future::join_all(teardowns).await {
+        result.expect("concurrent DEL");
+    }
+    for (id, _) in &pods {
+        world.assert_clean(id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_broken_attachment() {
+    let world = World::new();
+    // Without eth0 the bridge plugin cannot find its ipMasq rules (see
+    // del_after_the_netns_is_gone_...): masquerade is off here.
+    let conf = world
+        .conflist(&world.bridge, "")
+        .replace(r#""ipMasq":true"#, r#""ipMasq":false"#);
+    world.write_conf("10-test.conflist", &conf);
+    let service = world.service();
+    let id = pod_id();
+    assert!(matches!(
+        service.check(&id).await,
+        Err(NetError::NotAttached { .. })
+    ));
+    service
+        .setup(&world.request(&id, vec![]))
+        .await
+        .expect("ADD");
+    service.check(&id).await.expect("CHECK of a fresh pod");
+    run("ip", &["-n", &world.netns, "link", "del", "eth0"]);
+    let err = service.check(&id).await.expect_err("CHECK must fail");
+    assert!(
+        matches!(&err, NetError::PluginFailed { plugin, command: "CHECK", .. } if plugin == "bridge"),
+        "{err:?}"
+    );
+    service.teardown(&id).await.expect("DEL");
+    world.assert_clean(&id);
 }

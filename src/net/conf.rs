@@ -175,9 +175,20 @@ pub(crate) fn default_network(
         source_name: BUILTIN_SOURCE.to_string(),
         message,
     };
-    let (addr, _) = crate::config::parse_cidr(pod_cidr)
+    let cidrs = crate::config::parse_cidr_list(pod_cidr)
         .ok_or_else(|| bad(format!("pod CIDR {pod_cidr:?} is not an IP network")))?;
-    let default_route = if addr.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+    // Dual stack: one range set and one default route per family.
+    let ranges: Vec<Value> = pod_cidr
+        .split(',')
+        .map(|c| serde_json::json!([{ "subnet": c.trim() }]))
+        .collect();
+    let routes: Vec<Value> = cidrs
+        .iter()
+        .map(|(addr, _)| {
+            let dst = if addr.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+            serde_json::json!({ "dst": dst })
+        })
+        .collect();
     let value: Value = serde_json::from_str(DEFAULT_CONFLIST)
         .map_err(|e| bad(format!("shipped conflist is not JSON: {e}")))?;
     let mut list = parse(value, true, BUILTIN_SOURCE)?;
@@ -191,8 +202,8 @@ pub(crate) fn default_network(
         "ipam".to_string(),
         serde_json::json!({
             "type": "host-local",
-            "ranges": [[{ "subnet": pod_cidr }]],
-            "routes": [{ "dst": default_route }],
+            "ranges": ranges,
+            "routes": routes,
             "dataDir": ipam_dir.display().to_string(),
         }),
     );
@@ -338,6 +349,14 @@ mod tests {
         let list = default_network("ygt0", "fd00:77::/64", Path::new("/x")).expect("v6");
         assert_eq!(list.plugins[0]["ipam"]["routes"][0]["dst"], "::/0");
         assert!(default_network("ygt0", "nonsense", Path::new("/x")).is_err());
+
+        let list = default_network("ygt0", "10.7.0.0/24,fd00:7::/64", Path::new("/x"))
+            .expect("dual stack");
+        let ipam = &list.plugins[0]["ipam"];
+        assert_eq!(ipam["ranges"][0][0]["subnet"], "10.7.0.0/24");
+        assert_eq!(ipam["ranges"][1][0]["subnet"], "fd00:7::/64");
+        assert_eq!(ipam["routes"][0]["dst"], "0.0.0.0/0");
+        assert_eq!(ipam["routes"][1]["dst"], "::/0");
     }
 
     #[test]

@@ -92,17 +92,43 @@ pub enum HostConflict {
     Unreadable { what: String, message: String },
 }
 
-/// Checks that `bridge` is absent or a bridge holding only addresses in
-/// `cidr`, and that nothing else on the host uses or routes any of `cidr`.
-pub fn check(bridge: &str, cidr: &str) -> Result<(), HostConflict> {
-    let net = Cidr::parse(cidr).ok_or_else(|| HostConflict::BadCidr(cidr.to_string()))?;
+/// Parses kubelet's pod CIDR: one network or a comma-joined dual-stack pair.
+pub fn parse_pod_cidrs(text: &str) -> Result<Vec<Cidr>, HostConflict> {
+    crate::config::parse_cidr_list(text)
+        .map(|l| {
+            l.into_iter()
+                .map(|(addr, prefix)| Cidr { addr, prefix })
+                .collect()
+        })
+        .ok_or_else(|| HostConflict::BadCidr(text.to_string()))
+}
+
+/// Checks that `bridge` is absent or a bridge holding only addresses in the
+/// pod CIDRs, and that nothing else on the host uses or routes any of them.
+pub fn check(bridge: &str, pod_cidr: &str) -> Result<(), HostConflict> {
+    let nets = parse_pod_cidrs(pod_cidr)?;
     let sys = Path::new("/sys/class/net").join(bridge);
     if sys.exists() && !sys.join("bridge").is_dir() {
         return Err(HostConflict::NotABridge {
             name: bridge.to_string(),
         });
     }
-    for (interface, addr, prefix) in addresses()? {
+    let addresses = addresses()?;
+    let routes = routes()?;
+    for net in &nets {
+        check_one(bridge, net, &addresses, &routes)?;
+    }
+    Ok(())
+}
+
+fn check_one(
+    bridge: &str,
+    net: &Cidr,
+    addresses: &[(String, IpAddr, u8)],
+    routes: &[(String, Cidr)],
+) -> Result<(), HostConflict> {
+    for (interface, addr, prefix) in addresses {
+        let (addr, prefix) = (*addr, *prefix);
         let same_family = addr.is_ipv4() == net.addr.is_ipv4();
         if interface == bridge {
             let link_local = matches!(addr, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
@@ -119,21 +145,21 @@ pub fn check(bridge: &str, cidr: &str) -> Result<(), HostConflict> {
             return Err(HostConflict::AddressOverlap {
                 cidr: net.to_string(),
                 addr: format!("{addr}/{prefix}"),
-                interface,
+                interface: interface.clone(),
             });
         }
     }
-    for (interface, route) in routes()? {
+    for (interface, route) in routes {
         // A default route covers everything and is no conflict; routes on our
         // own bridge are the ones the bridge plugin made.
         if route.prefix == 0 || interface == bridge || interface == "lo" {
             continue;
         }
-        if net.overlaps(&route) {
+        if net.overlaps(route) {
             return Err(HostConflict::RouteOverlap {
                 cidr: net.to_string(),
                 route: route.to_string(),
-                interface,
+                interface: interface.clone(),
             });
         }
     }

@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 use super::cache::{Attachment, Cache};
 use super::conf;
 use super::plugin::{self, Command, Invocation};
-use super::{
-    HostConflict, NetError, POD_IFNAME, PodNetwork, PodNetworkRequest, host, masq, result,
-};
+use super::{NetError, POD_IFNAME, PodNetwork, PodNetworkRequest, host, masq, result};
 use crate::config::Config;
 use crate::node::Node;
 
@@ -264,9 +262,9 @@ impl Service {
         }
         if let Some((bridge, cidr)) = &key {
             host::check(bridge, cidr)?;
-            let net =
-                host::Cidr::parse(cidr).ok_or_else(|| HostConflict::BadCidr(cidr.to_string()))?;
-            masq::ensure(&net).await?;
+            for net in host::parse_pod_cidrs(cidr)? {
+                masq::ensure(&net).await?;
+            }
         }
         *checked = key;
         Ok(())
