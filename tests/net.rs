@@ -770,3 +770,25 @@ async fn check_reports_a_broken_attachment() {
     service.teardown(&id).await.expect("DEL");
     world.assert_clean(&id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_netns_fails_cleanly() {
+    let world = World::new();
+    world.write_conf("10-test.conflist", &world.conflist(&world.bridge, ""));
+    let service = world.service();
+    let id = pod_id();
+    let mut request = world.request(&id, vec![]);
+    request.netns_path = PathBuf::from(format!("/run/netns/ygt-missing-{}", world.tag));
+    let err = service.setup(&request).await.expect_err("ADD must fail");
+    assert!(
+        matches!(
+            err,
+            NetError::PluginFailed { .. }
+                | NetError::PluginCrashed { .. }
+                | NetError::Loopback { .. }
+        ),
+        "{err:?}"
+    );
+    world.assert_clean(&id);
+    assert_eq!(service.attached_ids().expect("ids"), Vec::<String>::new());
+}

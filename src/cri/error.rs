@@ -55,6 +55,7 @@ fn net_code(err: &NetError) -> Code {
         | NetError::PluginCrashed { .. }
         | NetError::BadResult { .. }
         | NetError::Masquerade { .. }
+        | NetError::Loopback { .. }
         | NetError::Cache { .. }
         | NetError::CacheCorrupt { .. } => Code::Internal,
     }

@@ -42,6 +42,25 @@ impl NetworkList {
             .filter_map(|p| p.get("type").and_then(Value::as_str))
     }
 
+    /// Every plugin binary the chain needs: each plugin's `type` and the
+    /// IPAM plugin it delegates to (`ipam.type`), in chain order, once each.
+    pub(crate) fn required_plugins(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = Vec::new();
+        for plugin in &self.plugins {
+            let own = plugin.get("type").and_then(Value::as_str);
+            let ipam = plugin
+                .get("ipam")
+                .and_then(|i| i.get("type"))
+                .and_then(Value::as_str);
+            for kind in [own, ipam].into_iter().flatten() {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+        }
+        kinds
+    }
+
     pub(crate) fn is_builtin(&self) -> bool {
         self.source == BUILTIN_SOURCE
     }
@@ -142,9 +161,15 @@ pub(crate) fn parse(value: Value, is_list: bool, source: &str) -> Result<Network
     for plugin in &plugins {
         let kind = take_string(plugin, "type")
             .ok_or_else(|| invalid("a plugin has no \"type\"".to_string()))?;
-        // The type names a file in the bin dirs: it must not walk out of them.
-        if kind.contains('/') || kind.starts_with('.') {
-            return Err(invalid(format!("plugin type {kind:?} is not a file name")));
+        let ipam = plugin
+            .get("ipam")
+            .and_then(|i| i.get("type"))
+            .and_then(Value::as_str);
+        // A type names a file in the bin dirs: it must not walk out of them.
+        for kind in [Some(kind.as_str()), ipam].into_iter().flatten() {
+            if kind.is_empty() || kind.contains('/') || kind.starts_with('.') {
+                return Err(invalid(format!("plugin type {kind:?} is not a file name")));
+            }
         }
     }
     Ok(NetworkList {
@@ -316,6 +341,11 @@ mod tests {
                 false,
                 "file name",
             ),
+            (
+                r#"{"name":"n","cniVersion":"1.0.0","type":"bridge","ipam":{"type":"/bin/sh"}}"#,
+                false,
+                "file name",
+            ),
         ] {
             let value: Value = serde_json::from_str(text).expect("json");
             let err = parse(value, is_list, "/etc/cni/net.d/x").expect_err(text);
@@ -334,6 +364,10 @@ mod tests {
         assert_eq!(
             list.plugin_types().collect::<Vec<_>>(),
             vec!["bridge", "portmap"]
+        );
+        assert_eq!(
+            list.required_plugins(),
+            vec!["bridge", "host-local", "portmap"]
         );
         let bridge = &list.plugins[0];
         assert_eq!(bridge["bridge"], "ygt0");

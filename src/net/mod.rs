@@ -13,6 +13,7 @@
 mod cache;
 mod conf;
 pub mod host;
+mod loopback;
 pub mod masq;
 mod plugin;
 mod result;
@@ -159,6 +160,12 @@ pub enum NetError {
     },
     #[error("cannot set up masquerading for pod CIDR {cidr}: {message}")]
     Masquerade { cidr: String, message: String },
+    #[error("cannot bring lo up in {netns}")]
+    Loopback {
+        netns: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pod {id} has no network attachment")]
     NotAttached { id: String },
     #[error("cni cache {path}")]
@@ -206,7 +213,7 @@ impl NetError {
 }
 
 /// Whether pod networking can work now: a config is loadable and every
-/// plugin it names (and `loopback`) is installed; for the built-in network,
+/// plugin it names (IPAM plugins included) is installed; for the built-in network,
 /// also that its bridge name and subnet are free on this host. Cheap enough
 /// for kubelet's periodic `Status` (a directory read and a few stats).
 pub fn readiness(config: &crate::config::Config, pod_cidr: &str) -> NetworkStatus {
@@ -221,8 +228,8 @@ pub fn readiness(config: &crate::config::Config, pod_cidr: &str) -> NetworkStatu
         Err(e) => return not_ready(format!("yonggi: {}", chain(&e))),
     };
     let missing: Vec<&str> = list
-        .plugin_types()
-        .chain([service::LOOPBACK])
+        .required_plugins()
+        .into_iter()
         .filter(|kind| conf::find_plugin(&network.cni_bin_dirs, kind).is_err())
         .collect();
     if !missing.is_empty() {
@@ -278,7 +285,7 @@ mod tests {
         let status = readiness(&config(dir.path(), empty_bins.clone()), "10.250.0.0/24");
         assert!(!status.ready);
         assert_eq!(status.reason, NOT_READY_REASON);
-        for plugin in ["bridge", "portmap", "loopback"] {
+        for plugin in ["bridge", "host-local", "portmap"] {
             assert!(status.message.contains(plugin), "{}", status.message);
         }
         std::fs::write(dir.path().join("10-bad.conflist"), "{").expect("write");
@@ -295,7 +302,7 @@ mod tests {
     fn readiness_with_installed_plugins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bins = tempfile::tempdir().expect("bins");
-        for plugin in ["bridge", "portmap", "loopback", "ptp"] {
+        for plugin in ["bridge", "portmap", "ptp", "host-local"] {
             use std::os::unix::fs::PermissionsExt;
             let path = bins.path().join(plugin);
             std::fs::write(&path, "#!/bin/sh\n").expect("write");

@@ -1,8 +1,8 @@
-//! ADD and DEL of a pod's network: the plugin chain, the loopback
-//! interface, the rollback of a failed ADD, and the attachment cache.
+//! ADD and DEL of a pod's network: the plugin chain, `lo` (set up beside
+//! the chain, in-process: loopback.rs), the rollback of a failed ADD, and the attachment cache.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
@@ -10,13 +10,9 @@ use serde_json::{Map, Value};
 use super::cache::{Attachment, Cache};
 use super::conf;
 use super::plugin::{self, Command, Invocation};
-use super::{NetError, POD_IFNAME, PodNetwork, PodNetworkRequest, host, masq, result};
+use super::{NetError, POD_IFNAME, PodNetwork, PodNetworkRequest, host, loopback, masq, result};
 use crate::config::Config;
 use crate::node::Node;
-
-/// The plugin that brings `lo` up in the pod, run beside the network's own
-/// chain as kubelet's runtimes do.
-pub(crate) const LOOPBACK: &str = "loopback";
 
 pub(crate) fn ipam_dir(config: &Config) -> PathBuf {
     config.root.join("net/ipam")
@@ -100,11 +96,13 @@ impl Service {
         let bins = &self.config.network.cni_bin_dirs;
         // Every binary is found before anything runs: a config naming a
         // missing plugin changes nothing on the host.
+        for kind in network.required_plugins() {
+            conf::find_plugin(bins, kind)?;
+        }
         let paths = network
             .plugin_types()
             .map(|kind| conf::find_plugin(bins, kind))
             .collect::<Result<Vec<_>, _>>()?;
-        let loopback = conf::find_plugin(bins, LOOPBACK)?;
 
         let mut attachment = Attachment::new(
             &req.id,
@@ -121,7 +119,7 @@ impl Service {
         let plugins = attachment.network.plugins.len();
         let (chain, lo) = tokio::join!(
             self.add_chain(&attachment, &paths),
-            self.add_loopback(&attachment, &loopback)
+            loopback::up(&attachment.netns)
         );
         let (ran, failed, outcome) = match (chain, lo) {
             (Ok(final_result), Ok(())) => {
@@ -327,20 +325,6 @@ impl Service {
                 },
             )
         })
-    }
-
-    async fn add_loopback(&self, a: &Attachment, path: &Path) -> Result<(), NetError> {
-        let netns = a.netns.to_string_lossy();
-        let mut inv = self.invocation(a, &netns);
-        inv.ifname = "lo";
-        let stdin = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "cni-loopback",
-            "type": LOOPBACK,
-        });
-        plugin::exec(path, LOOPBACK, Command::Add, &inv, &stdin)
-            .await
-            .map(drop)
     }
 
     /// DEL of one plugin of the chain. The namespace is passed as empty
