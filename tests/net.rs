@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::net::TestNetwork;
 use yonggi::config::{Config, NetworkConfig};
 use yonggi::net::{HostConflict, NetError, PodNetworkRequest, PortMapping, Protocol, Service};
 use yonggi::node::Node;
@@ -46,6 +47,8 @@ struct World {
     conf_dir: PathBuf,
     config: Arc<Config>,
     store: Arc<Store>,
+    /// Dropped after `World::drop`: removes the bridge and masquerade rules.
+    _net: TestNetwork,
 }
 
 impl World {
@@ -57,43 +60,28 @@ impl World {
     /// fdXX:XXXX::/64.
     fn with_ipv6(ipv6: bool) -> World {
         support::daemon::require_root();
-        let tag = random_hex(8);
-        let bridge = format!("ygt{tag}");
-        let subnet = (0..200)
-            .map(|_| {
-                format!(
-                    "10.{}.{}.0/24",
-                    100 + rand::random::<u8>() % 150,
-                    rand::random::<u8>()
-                )
-            })
-            .find(|s| yonggi::net::host::check(&bridge, s).is_ok())
-            .expect("a free 10.x/24 subnet");
-        let pod_cidr = if ipv6 {
-            let v6 = (0..200)
-                .map(|_| format!("fd{:02x}:{}::/64", rand::random::<u8>(), random_hex(4)))
-                .find(|s| yonggi::net::host::check(&bridge, s).is_ok())
-                .expect("a free ULA /64");
-            format!("{subnet},{v6}")
+        let net = if ipv6 {
+            TestNetwork::dual_stack()
         } else {
-            subnet.clone()
+            TestNetwork::new()
         };
+        let tag = net.bridge.trim_start_matches("ygt").to_string();
+        let subnet = net.cidrs()[0].to_string();
         let netns = format!("ygt-{tag}");
         run("ip", &["netns", "add", &netns]);
         let dir = tempfile::Builder::new()
             .prefix("yonggi-net-")
             .tempdir()
             .expect("tempdir");
-        let conf_dir = dir.path().join("net.d");
-        std::fs::create_dir(&conf_dir).expect("conf dir");
+        let conf_dir = net.conf_dir.path().to_path_buf();
         let config = Config {
             root: dir.path().join("root"),
             state_dir: dir.path().join("run"),
             network: NetworkConfig {
                 cni_conf_dir: conf_dir.clone(),
                 cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
-                bridge: bridge.clone(),
-                pod_cidr: pod_cidr.clone(),
+                bridge: net.bridge.clone(),
+                pod_cidr: net.pod_cidr.clone(),
             },
             ..Config::default()
         };
@@ -101,14 +89,15 @@ impl World {
         let store = Arc::new(Store::open(&config.root).expect("store"));
         World {
             tag,
-            bridge,
+            bridge: net.bridge.clone(),
             subnet,
-            pod_cidr,
+            pod_cidr: net.pod_cidr.clone(),
             netns,
             dir,
             conf_dir,
             config: Arc::new(config),
             store,
+            _net: net,
         }
     }
 
@@ -232,31 +221,11 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        // The built-in network's node-wide masquerade rule, if a test made it.
-        for cidr in yonggi::net::host::parse_pod_cidrs(&self.pod_cidr).unwrap_or_default() {
-            let mut args = vec![
-                "-w".to_string(),
-                "-t".into(),
-                "nat".into(),
-                "-D".into(),
-                "POSTROUTING".into(),
-            ];
-            args.extend(yonggi::net::masq::rule(&cidr));
-            let _ = Command::new(yonggi::net::masq::tool(&cidr))
-                .args(&args)
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
         // Some tests delete the netns themselves.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .stderr(std::process::Stdio::null())
             .status();
-        if self.bridge_exists() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.bridge])
-                .status();
-        }
     }
 }
 
@@ -551,6 +520,29 @@ async fn builtin_network_when_the_conf_dir_is_empty() {
     assert_eq!(world.bridge_ports(), Vec::<String>::new());
     assert!(!ipam.join(ip.to_string()).exists(), "IPAM reservation left");
     assert_eq!(world.iptables_rules_for(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_with_a_test_network_is_network_ready() {
+    support::daemon::require_root();
+    let network = TestNetwork::new();
+    let daemon = support::Daemon::start_with(support::DaemonOptions {
+        extra_config: network.config_toml(),
+    });
+    let mut rt = daemon.runtime().await;
+    let conditions = rt
+        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .status
+        .expect("status")
+        .conditions;
+    let ready = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .expect("NetworkReady");
+    assert!(ready.status, "{}", ready.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod net;
 
 pub use daemon::{Daemon, DaemonOptions};
