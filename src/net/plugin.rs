@@ -129,12 +129,17 @@ pub(crate) async fn exec(
         .kill_on_drop(true)
         .spawn()
         .map_err(spawn_err)?;
-    if let Some(mut pipe) = child.stdin.take() {
-        // A plugin that exits before reading all of stdin reports its own
-        // error on stdout; a broken pipe here is not the story.
-        let _ = pipe.write_all(&input).await;
-    }
-    let output = match tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output()).await {
+    let stdin_pipe = child.stdin.take();
+    let feed = async move {
+        if let Some(mut pipe) = stdin_pipe {
+            // A plugin that exits before reading all of stdin reports its
+            // own error on stdout; a broken pipe here is not the story.
+            let _ = pipe.write_all(&input).await;
+        }
+    };
+    // Written while the output is read, so neither side can block the other.
+    let run = async { tokio::join!(feed, child.wait_with_output()).1 };
+    let output = match tokio::time::timeout(PLUGIN_TIMEOUT, run).await {
         Ok(output) => output.map_err(spawn_err)?,
         Err(_) => {
             return Err(NetError::PluginTimeout {
@@ -200,6 +205,7 @@ fn tail(stdout: &[u8], stderr: &[u8]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::path::PathBuf;
 
     fn object(v: Value) -> Map<String, Value> {
         match v {
@@ -236,6 +242,153 @@ mod tests {
         assert!(config.get("runtimeConfig").is_none());
         assert!(config.get("prevResult").is_none());
         assert_eq!(config["bridge"], "b0");
+    }
+
+    /// A shell "plugin" that records its environment and stdin, then
+    /// answers per command: a result, nothing, an error object, garbage.
+    fn fake_plugin(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake");
+        let script = format!(
+            r#"#!/bin/sh
+cat > {d}/stdin
+env | grep '^CNI_' | sort > {d}/env
+case "$CNI_COMMAND" in
+  ADD) echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.1.2.3/24"}}]}}' ;;
+  DEL) ;;
+  CHECK) echo '{{"cniVersion":"1.0.0","code":7,"msg":"bad config","details":"no bridge"}}'; exit 1 ;;
+  *) echo 'not json'; echo 'it broke' >&2; exit 2 ;;
+esac
+"#,
+            d = dir.display()
+        );
+        std::fs::write(&path, script).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// `exec`, retried while the script is "text file busy": another test
+    /// thread forking while a script was being written holds a copy of its
+    /// write fd until that child execs.
+    async fn exec_retrying(
+        path: &Path,
+        kind: &str,
+        command: Command,
+        inv: &Invocation<'_>,
+        stdin: &Value,
+    ) -> Result<Value, NetError> {
+        for _ in 0..50 {
+            match exec(path, kind, command, inv, stdin).await {
+                Err(NetError::PluginExec { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+        exec(path, kind, command, inv, stdin).await
+    }
+
+    #[tokio::test]
+    async fn exec_passes_env_and_stdin_and_reads_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = fake_plugin(dir.path());
+        let bins = vec![dir.path().to_path_buf(), PathBuf::from("/usr/lib/cni")];
+        let inv = Invocation {
+            container_id: "c1",
+            netns: "/run/netns/x",
+            ifname: "eth0",
+            args: "IgnoreUnknown=1;K8S_POD_NAME=p",
+            bin_dirs: &bins,
+        };
+        let stdin = json!({"cniVersion": "1.0.0", "name": "n", "type": "fake"});
+        let out = exec_retrying(&path, "fake", Command::Add, &inv, &stdin)
+            .await
+            .expect("ADD");
+        assert_eq!(out["ips"][0]["address"], "10.1.2.3/24");
+        let sent: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("stdin")).expect("stdin"))
+                .expect("stdin is JSON");
+        assert_eq!(sent, stdin);
+        let env = std::fs::read_to_string(dir.path().join("env")).expect("env");
+        for line in [
+            "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=p",
+            "CNI_COMMAND=ADD",
+            "CNI_CONTAINERID=c1",
+            "CNI_IFNAME=eth0",
+            "CNI_NETNS=/run/netns/x",
+            &format!("CNI_PATH={}:/usr/lib/cni", dir.path().display()),
+        ] {
+            assert!(env.lines().any(|l| l == line), "{line} missing in {env}");
+        }
+
+        let out = exec(&path, "fake", Command::Del, &inv, &stdin)
+            .await
+            .expect("DEL");
+        assert!(out.is_null());
+
+        match exec(&path, "fake", Command::Check, &inv, &stdin).await {
+            Err(NetError::PluginFailed {
+                plugin,
+                command,
+                code,
+                msg,
+                details,
+            }) => {
+                assert_eq!(
+                    (
+                        plugin.as_str(),
+                        command,
+                        code,
+                        msg.as_str(),
+                        details.as_str()
+                    ),
+                    ("fake", "CHECK", 7, "bad config", "no bridge")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crashing_plugin_is_reported_with_its_output() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("crash");
+        std::fs::write(&path, "#!/bin/sh\necho 'panic: nil map' >&2\nexit 2\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bins = vec![dir.path().to_path_buf()];
+        let inv = Invocation {
+            container_id: "c1",
+            netns: "",
+            ifname: "eth0",
+            args: "",
+            bin_dirs: &bins,
+        };
+        let err = exec_retrying(&path, "crash", Command::Add, &inv, &json!({}))
+            .await
+            .expect_err("crash");
+        match &err {
+            NetError::PluginCrashed { plugin, output, .. } => {
+                assert_eq!(plugin, "crash");
+                assert!(output.contains("panic: nil map"), "{output}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let missing = exec(
+            &dir.path().join("absent"),
+            "absent",
+            Command::Add,
+            &inv,
+            &json!({}),
+        )
+        .await
+        .expect_err("absent");
+        assert!(
+            matches!(missing, NetError::PluginExec { .. }),
+            "{missing:?}"
+        );
     }
 
     #[test]
