@@ -407,7 +407,10 @@ async fn del_after_the_netns_is_gone_still_releases_everything() {
         "portmap made no rules"
     );
     assert_eq!(world.reservations().len(), 1);
-    run("ip", &["netns", "del", &world.netns]);
+    // Unmounted, as a pod whose namespace was released first leaves it: the
+    // empty file stays behind and is no netns any more.
+    run("umount", &[world.netns_path().to_str().expect("utf-8")]);
+    assert!(world.netns_path().exists());
     service.teardown(&id).await.expect("DEL without netns");
     world.assert_clean(&id);
 }
@@ -550,6 +553,7 @@ async fn builtin_network_refuses_a_subnet_the_host_uses() {
     support::daemon::require_root();
     let dir = tempfile::tempdir().expect("tempdir");
     let bridge = format!("ygt{}", random_hex(8));
+    let netns = Netns::new(format!("ygt-{}", random_hex(8)));
     // Loopback holds 127.0.0.1/8 on every host.
     let config = Arc::new(Config {
         root: dir.path().join("root"),
@@ -578,7 +582,7 @@ async fn builtin_network_refuses_a_subnet_the_host_uses() {
             name: "p".into(),
             namespace: "n".into(),
             uid: "u".into(),
-            netns_path: "/run/netns/ygt-never-made".into(),
+            netns_path: netns.path(),
             port_mappings: vec![],
         })
         .await
@@ -764,23 +768,32 @@ async fn check_reports_a_broken_attachment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_netns_fails_cleanly() {
+async fn missing_netns_is_rejected_before_anything_runs() {
     let world = World::new();
     world.write_conf("10-test.conflist", &world.conflist(&world.bridge, ""));
     let service = world.service();
     let id = pod_id();
-    let mut request = world.request(&id, vec![]);
-    request.netns_path = PathBuf::from(format!("/run/netns/ygt-missing-{}", world.tag));
-    let err = service.setup(&request).await.expect_err("ADD must fail");
-    assert!(
-        matches!(
-            err,
-            NetError::PluginFailed { .. }
-                | NetError::PluginCrashed { .. }
-                | NetError::Loopback { .. }
-        ),
-        "{err:?}"
-    );
+    let plain = world.dir.path().join("not-a-netns");
+    std::fs::write(&plain, "").expect("plain file");
+    for path in [
+        PathBuf::from(format!("/run/netns/ygt-missing-{}", world.tag)),
+        plain,
+    ] {
+        let mut request = world.request(&id, vec![]);
+        request.netns_path = path;
+        let err = service.setup(&request).await.expect_err("ADD must fail");
+        assert!(
+            matches!(
+                err,
+                NetError::InvalidRequest {
+                    field: "netns_path",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert!(!world.bridge_exists(), "a plugin ran");
     world.assert_clean(&id);
     assert_eq!(service.attached_ids().expect("ids"), Vec::<String>::new());
 }

@@ -79,6 +79,12 @@ impl Service {
     /// cached result. On failure everything done so far is deleted again.
     pub async fn setup(&self, req: &PodNetworkRequest) -> Result<PodNetwork, NetError> {
         validate(req)?;
+        if !is_netns(&req.netns_path) {
+            return Err(NetError::InvalidRequest {
+                field: "netns_path",
+                message: format!("{} is not a network namespace", req.netns_path.display()),
+            });
+        }
         let lock = self.lock(&req.id);
         let _guard = lock.lock().await;
         if let Some(existing) = self.cache.get(&req.id)? {
@@ -342,7 +348,7 @@ impl Service {
         if a.skipped.contains(&index) {
             return Ok(());
         }
-        let netns = if a.netns.exists() {
+        let netns = if is_netns(&a.netns) {
             a.netns.to_string_lossy().into_owned()
         } else {
             String::new()
@@ -387,6 +393,13 @@ fn plugin_type(plugin: &Map<String, Value>) -> &str {
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or_default()
+}
+
+/// Whether `path` is a network namespace file (nsfs): a bind mount that
+/// was unmounted leaves a plain empty file behind, which no plugin can enter.
+fn is_netns(path: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 fn validate_id(id: &str) -> Result<(), NetError> {
