@@ -159,6 +159,10 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let store = Arc::new(Store::open(&config.root)?);
     let node = Arc::new(Node::new(config.clone(), store.clone())?);
     let net = Arc::new(crate::net::Service::new(config.clone(), node.clone())?);
+    let released = net.release_stale().await?;
+    if !released.is_empty() {
+        tracing::info!(pods = ?released, "released the networks of pods whose netns is gone");
+    }
     let services = Services { node, net };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;

@@ -797,3 +797,47 @@ async fn missing_netns_is_rejected_before_anything_runs() {
     world.assert_clean(&id);
     assert_eq!(service.attached_ids().expect("ids"), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_releases_pods_whose_netns_is_gone() {
+    let world = World::new();
+    // ipMasq off: the bridge plugin finds those rules only inside the netns.
+    let conf = world
+        .conflist(&world.bridge, "")
+        .replace(r#""ipMasq":true"#, r#""ipMasq":false"#);
+    world.write_conf("10-test.conflist", &conf);
+    let gone = Netns::new(format!("ygt-{}-gone", world.tag));
+    let (alive_id, gone_id) = (pod_id(), pod_id());
+    {
+        let service = world.service();
+        service
+            .setup(&world.request(&alive_id, vec![]))
+            .await
+            .expect("ADD");
+        let mut request = world.request(&gone_id, vec![]);
+        request.netns_path = gone.path();
+        service.setup(&request).await.expect("ADD");
+    }
+    assert_eq!(world.reservations().len(), 2);
+    drop(gone);
+    let restarted = world.service();
+    assert_eq!(
+        restarted.release_stale().await.expect("release"),
+        vec![gone_id.clone()]
+    );
+    assert_eq!(world.reservations().len(), 1);
+    assert_eq!(world.iptables_rules_for(&gone_id), Vec::<String>::new());
+    assert_eq!(
+        restarted.attached_ids().expect("ids"),
+        vec![alive_id.clone()]
+    );
+    // The kernel removes the dead netns's veth asynchronously.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while world.bridge_ports().len() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(world.bridge_ports().len(), 1);
+    assert!(restarted.pod_network(&alive_id).expect("cache").is_some());
+    restarted.teardown(&alive_id).await.expect("DEL");
+    world.assert_clean(&alive_id);
+}

@@ -62,6 +62,34 @@ impl Service {
         self.cache.ids()
     }
 
+    /// DEL for every cached attachment whose network namespace no longer
+    /// exists (after a reboot /run is empty; a pod stopped while yonggi was
+    /// down), so their IPs and host rules are released. Run once at start;
+    /// returns the ids released. A failure is logged and the entry kept for
+    /// the pod's own teardown.
+    pub async fn release_stale(&self) -> Result<Vec<String>, NetError> {
+        let mut released = Vec::new();
+        for id in self.cache.ids()? {
+            let lock = self.lock(&id);
+            let _guard = lock.lock().await;
+            let Some(attachment) = self.cache.get(&id)? else {
+                continue;
+            };
+            if is_netns(&attachment.netns) {
+                continue;
+            }
+            match self.delete(&attachment).await {
+                Ok(()) => released.push(id),
+                Err(e) => tracing::warn!(
+                    %id,
+                    error = %super::chain(&e),
+                    "cannot release the network of a pod whose netns is gone"
+                ),
+            }
+        }
+        Ok(released)
+    }
+
     /// The pod's network as set up, from the cache; `None` if not attached.
     pub fn pod_network(&self, id: &str) -> Result<Option<PodNetwork>, NetError> {
         validate_id(id)?;
