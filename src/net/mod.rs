@@ -9,6 +9,15 @@
 //! Every ADD is recorded in a cache (`cache.rs`) before it starts and with its
 //! result when it ends; DEL runs from that record only, so it works after the
 //! conf dir changed or the daemon restarted, and is a no-op once done.
+//!
+//! The caller's side of the contract:
+//! - `setup` once the netns file exists; `teardown` *before* the netns is
+//!   released: plugins find host-side state through the pod's interfaces
+//!   (the bridge plugin's `ipMasq` rules), so a DEL without the netns can
+//!   leave such state behind. Both are idempotent and serialised per id.
+//! - A failed `setup` has undone its own work. One whose future was dropped
+//!   (a cancelled RPC) leaves a cache entry: call `teardown` for that id.
+//! - Host-network pods never call `setup`; `teardown` of them is a no-op.
 
 mod cache;
 mod conf;
