@@ -841,3 +841,18 @@ async fn restart_releases_pods_whose_netns_is_gone() {
     restarted.teardown(&alive_id).await.expect("DEL");
     world.assert_clean(&alive_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_cache_entry_does_not_wedge_teardown() {
+    let world = World::new();
+    let service = world.service();
+    let id = pod_id();
+    let entry = world
+        .config
+        .root
+        .join("net/cache")
+        .join(format!("{id}.json"));
+    std::fs::write(&entry, "").expect("empty entry");
+    service.teardown(&id).await.expect("DEL");
+    assert!(!entry.exists());
+}

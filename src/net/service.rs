@@ -72,7 +72,7 @@ impl Service {
         for id in self.cache.ids()? {
             let lock = self.lock(&id);
             let _guard = lock.lock().await;
-            let Some(attachment) = self.cache.get(&id)? else {
+            let Some(attachment) = self.entry(&id)? else {
                 continue;
             };
             if is_netns(&attachment.netns) {
@@ -93,7 +93,22 @@ impl Service {
     /// The pod's network as set up, from the cache; `None` if not attached.
     pub fn pod_network(&self, id: &str) -> Result<Option<PodNetwork>, NetError> {
         validate_id(id)?;
-        Ok(self.cache.get(id)?.and_then(|a| a.pod_network))
+        Ok(self.entry(id)?.and_then(|a| a.pod_network))
+    }
+
+    /// The cached attachment of `id`. An unreadable entry (a machine crash
+    /// right after it was first written can leave it empty) is logged and
+    /// dropped: nothing can be deleted from it, and keeping it would fail
+    /// the pod's teardown forever.
+    fn entry(&self, id: &str) -> Result<Option<Attachment>, NetError> {
+        match self.cache.get(id) {
+            Err(e @ NetError::CacheCorrupt { .. }) => {
+                tracing::warn!(%id, error = %e, "dropping unreadable cni cache entry");
+                self.cache.remove(id)?;
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -115,7 +130,7 @@ impl Service {
         }
         let lock = self.lock(&req.id);
         let _guard = lock.lock().await;
-        if let Some(existing) = self.cache.get(&req.id)? {
+        if let Some(existing) = self.entry(&req.id)? {
             if existing.netns == req.netns_path
                 && let Some(network) = existing.pod_network
             {
@@ -148,7 +163,7 @@ impl Service {
         );
         attachment.skipped =
             skipped_plugins(&attachment.network.plugins, &attachment.runtime_config);
-        self.cache.put(&attachment, false)?;
+        self.cache.put(&attachment)?;
 
         let plugins = attachment.network.plugins.len();
         let (chain, lo) = tokio::join!(
@@ -179,7 +194,7 @@ impl Service {
             Ok((final_result, pod_network)) => {
                 attachment.result = Some(final_result);
                 attachment.pod_network = Some(pod_network.clone());
-                self.cache.put(&attachment, true).map(|()| pod_network)
+                self.cache.put(&attachment).map(|()| pod_network)
             }
             Err(e) => Err(e),
         };
@@ -197,7 +212,7 @@ impl Service {
         validate_id(id)?;
         let lock = self.lock(id);
         let _guard = lock.lock().await;
-        match self.cache.get(id)? {
+        match self.entry(id)? {
             Some(attachment) => self.delete(&attachment).await,
             None => Ok(()),
         }
@@ -210,7 +225,7 @@ impl Service {
         validate_id(id)?;
         let lock = self.lock(id);
         let _guard = lock.lock().await;
-        let Some(a) = self.cache.get(id)? else {
+        let Some(a) = self.entry(id)? else {
             return Err(NetError::NotAttached { id: id.to_string() });
         };
         let Some(prev) = a.result.as_ref() else {
