@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tonic::{Code, Response, Status};
 
+use crate::net::NetError;
 use crate::node::NodeError;
 use crate::state::StoreError;
 use crate::stream::{BackendError, StreamError};
@@ -27,6 +28,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Stream(#[from] StreamError),
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 impl Error {
@@ -37,6 +40,7 @@ impl Error {
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
             Error::Stream(e) => stream_code(e),
+            Error::Net(e) => net_code(e),
         }
     }
 }
@@ -55,6 +59,26 @@ fn stream_code(err: &StreamError) -> Code {
             | BackendError::Connect { .. }
             | BackendError::Io(_) => Code::Internal,
         },
+    }
+}
+
+fn net_code(err: &NetError) -> Code {
+    match err {
+        NetError::InvalidRequest { .. } => Code::InvalidArgument,
+        NetError::NotAttached { .. } => Code::NotFound,
+        NetError::ConfRead { .. }
+        | NetError::ConfInvalid { .. }
+        | NetError::PluginNotFound { .. }
+        | NetError::HostConflict(_) => Code::FailedPrecondition,
+        NetError::PluginTimeout { .. } => Code::DeadlineExceeded,
+        NetError::PluginExec { .. }
+        | NetError::PluginFailed { .. }
+        | NetError::PluginCrashed { .. }
+        | NetError::BadResult { .. }
+        | NetError::Masquerade { .. }
+        | NetError::Loopback { .. }
+        | NetError::Cache { .. }
+        | NetError::CacheCorrupt { .. } => Code::Internal,
     }
 }
 
@@ -115,6 +139,12 @@ mod tests {
         assert!(status.message().contains("RunPodSandbox"));
         let status = Status::from(Error::Node(NodeError::BadPodCidr("x".into())));
         assert_eq!(status.code(), Code::InvalidArgument);
+        let status = Status::from(Error::Net(NetError::PluginNotFound {
+            plugin: "bridge".into(),
+            dirs: "/opt/cni/bin".into(),
+        }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("bridge"));
     }
 
     #[test]

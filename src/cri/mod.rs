@@ -24,6 +24,7 @@ use crate::node::Node;
 pub struct Services {
     pub node: Arc<Node>,
     pub stream: Arc<crate::stream::Service>,
+    pub net: Arc<crate::net::Service>,
 }
 
 /// The two tonic services, ready to add to a server.
