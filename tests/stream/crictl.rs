@@ -3,6 +3,10 @@
 //! A minimal CRI endpoint answers Version and hands out URLs of the streaming
 //! service from Exec, Attach and PortForward, whose backend runs host
 //! processes — the real container service does not exist yet.
+//!
+//! crictl is not packaged in Debian, and the project may not build it, so
+//! these run only on request: `cargo test --test stream -- --ignored`
+//! with cri-tools v1.32.0's crictl at /usr/local/bin/crictl.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -223,6 +227,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs crictl v1.32.0 (cri-tools, not a Debian package) at /usr/local/bin/crictl; run with --ignored"]
 async fn crictl_exec_over_spdy_and_websocket() {
     let endpoint = Endpoint::start(service().await).await;
     for transport in ["spdy", "websocket"] {
@@ -252,6 +257,7 @@ async fn crictl_exec_over_spdy_and_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs crictl v1.32.0 (cri-tools, not a Debian package) at /usr/local/bin/crictl; run with --ignored"]
 async fn crictl_exec_with_tty_under_a_terminal() {
     let endpoint = Endpoint::start(service().await).await;
     for transport in ["spdy", "websocket"] {
@@ -275,6 +281,7 @@ async fn crictl_exec_with_tty_under_a_terminal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs crictl v1.32.0 (cri-tools, not a Debian package) at /usr/local/bin/crictl; run with --ignored"]
 async fn crictl_attach() {
     let endpoint = Endpoint::start(service().await).await;
     let mut cmd = endpoint.crictl();
@@ -290,6 +297,7 @@ async fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs crictl v1.32.0 (cri-tools, not a Debian package) at /usr/local/bin/crictl; run with --ignored"]
 async fn crictl_port_forward_over_spdy_and_websocket() {
     let (echo_port, echo) = echo_server().await;
     let endpoint = Endpoint::start(service().await).await;
