@@ -6,6 +6,7 @@ mod error;
 mod image;
 mod runtime;
 mod runtime_info;
+mod streaming;
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ use crate::node::Node;
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub stream: Arc<crate::stream::Service>,
+    pub net: Arc<crate::net::Service>,
 }
 
 /// The two tonic services, ready to add to a server.
