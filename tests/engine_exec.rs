@@ -121,3 +121,54 @@ fn a_stopped_exec_leaves_nothing_behind() {
     monitor::wait(&case.state).expect("wait");
     case.finish();
 }
+
+/// With `terminal`, the stdin the caller passes (a pty replica) becomes
+/// the command's controlling terminal.
+#[test]
+fn exec_with_a_terminal() {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    let mut case = Case::new();
+    let spec = case.spec(&["sleep", "1000"]);
+    let launched = case.launch(&spec);
+    monitor::start(&case.state).expect("start");
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut process = oci_spec::runtime::Process::default();
+    process.set_terminal(Some(true));
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "test -t 0 && test -t 1 && echo is-a-tty; cat /proc/self/stat | cut -d' ' -f7".into(),
+    ]));
+    let exec = yonggi::runtime::exec::ExecSpec {
+        init_pid: launched.init_pid,
+        process,
+        cgroup_dirs: Vec::new(),
+        report: case.dir.path().join("exec-report.json"),
+    };
+    let path = case.dir.path().join("exec.json");
+    fs::write(&path, serde_json::to_vec(&exec).expect("json")).expect("exec spec");
+    let replica = |fd: &OwnedFd| std::process::Stdio::from(fd.try_clone().expect("dup"));
+    let status = std::process::Command::new(yonggi_bin())
+        .arg("exec")
+        .arg(&path)
+        .stdin(replica(&pty.slave))
+        .stdout(replica(&pty.slave))
+        .stderr(replica(&pty.slave))
+        .status()
+        .expect("yonggi exec");
+    drop(pty.slave);
+    let mut out = Vec::new();
+    let mut master = fs::File::from(pty.master);
+    // Read until the pty reports the other side closed (EIO).
+    let _ = master.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).replace('\r', "");
+    assert_eq!(status.code(), Some(0), "{text}");
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines[0], "is-a-tty");
+    // Field 7 of stat: the controlling terminal's device number, non-zero.
+    assert_ne!(lines[1], "0", "{text}");
+    monitor::kill(&case.state, 9).expect("kill");
+    monitor::wait(&case.state).expect("wait");
+    case.finish();
+}

@@ -6,6 +6,9 @@
 //! and execs. The helper stays the child's parent: it exits with the
 //! child's status (128 + n for signal n), so the caller just waits for it.
 //!
+//! Stdio is the helper's own, inherited: pipes, or with `terminal` a pty
+//! replica on stdin, which becomes the command's controlling terminal.
+//!
 //! Stopping: SIGTERM or SIGINT to the helper kills the child's whole
 //! process group (the child is a session leader) and waits for it; if the
 //! helper itself is SIGKILLed, the child dies with it (parent-death
@@ -14,6 +17,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -153,6 +157,12 @@ fn child(proc_: &Process, namespaces: &[(fs::File, CloneFlags, String)]) -> Setu
             }
         }
         setsid().map_err(|e| SetupError::new("setsid", e))?;
+        if proc_.terminal().unwrap_or(false) {
+            // The caller passed a pty replica as stdin: make it ours.
+            let stdin = std::io::stdin();
+            sys::set_controlling_terminal(stdin.as_fd())
+                .map_err(|e| SetupError::new("controlling terminal", e))?;
+        }
         process::set_rlimits(proc_)?;
         process::drop_privileges(proc_)?;
         let exec = process::resolve_exec(proc_)?;
