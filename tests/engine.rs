@@ -360,3 +360,25 @@ fn user_groups_and_capabilities() {
     );
     case.finish();
 }
+
+/// A client that sends its request slowly holds nobody up: others are
+/// answered meanwhile, and its own request is answered once complete.
+#[test]
+fn a_slow_control_client_does_not_block_the_monitor() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut case = Case::new();
+    let spec = case.spec(&["sleep", "1000"]);
+    let launched = case.launch(&spec);
+    let mut slow = std::os::unix::net::UnixStream::connect(monitor::Paths::control(&case.state))
+        .expect("connect");
+    slow.write_all(b"\"Sta").expect("first half");
+    let state = monitor::state(&case.state).expect("state").expect("live");
+    assert_eq!(state.init_pid, launched.init_pid);
+    slow.write_all(b"te\"\n").expect("second half");
+    let mut reply = String::new();
+    BufReader::new(&slow).read_line(&mut reply).expect("reply");
+    assert!(reply.contains(&launched.init_pid.to_string()), "{reply}");
+    monitor::kill(&case.state, 9).expect("kill");
+    monitor::wait(&case.state).expect("wait");
+    case.finish();
+}

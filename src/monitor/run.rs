@@ -148,6 +148,9 @@ struct Monitor {
     outputs: Vec<(Stream, OwnedFd)>,
     _stdin: Option<OwnedFd>,
     waiters: Vec<UnixStream>,
+    /// Accepted connections whose request line has not fully arrived; read
+    /// from the poll loop so a slow client never stalls the log.
+    pending: Vec<(UnixStream, Vec<u8>)>,
     oom: OomCounter,
 }
 
@@ -230,6 +233,7 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
         outputs: io.outputs,
         _stdin: io.stdin,
         waiters: Vec::new(),
+        pending: Vec::new(),
         oom,
     };
     let status = monitor.serve(&sigfd, &listener);
@@ -277,7 +281,7 @@ impl Monitor {
     fn serve(&mut self, sigfd: &SignalFd, listener: &UnixListener) -> ExitStatus {
         let mut buf = [0u8; 8192];
         loop {
-            let (sig_ready, conn_ready, ready_outputs) = {
+            let (sig_ready, conn_ready, ready_outputs, ready_pending) = {
                 let mut fds = vec![
                     PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -285,13 +289,18 @@ impl Monitor {
                 for (_, fd) in &self.outputs {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
+                for (stream, _) in &self.pending {
+                    fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
+                }
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => eprintln!("yonggi monitor: poll: {e}"),
                 }
                 let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-                let outputs: Vec<bool> = fds[2..].iter().map(ready).collect();
-                (ready(&fds[0]), ready(&fds[1]), outputs)
+                let n = self.outputs.len();
+                let outputs: Vec<bool> = fds[2..2 + n].iter().map(ready).collect();
+                let pending: Vec<bool> = fds[2 + n..].iter().map(ready).collect();
+                (ready(&fds[0]), ready(&fds[1]), outputs, pending)
             };
             for (i, ready) in ready_outputs.iter().enumerate().rev() {
                 if *ready && !self.pump(i, &mut buf) {
@@ -299,14 +308,51 @@ impl Monitor {
                     let _ = self.log.finish(stream);
                 }
             }
-            if conn_ready && let Ok((stream, _)) = listener.accept() {
-                self.handle(stream);
+            for (i, ready) in ready_pending.iter().enumerate().rev() {
+                if *ready {
+                    self.read_pending(i);
+                }
+            }
+            if conn_ready
+                && let Ok((stream, _)) = listener.accept()
+                && stream.set_nonblocking(true).is_ok()
+            {
+                self.pending.push((stream, Vec::new()));
             }
             if sig_ready {
                 while let Ok(Some(_)) = sigfd.read_signal() {}
                 if let Some(status) = self.reap() {
                     return status;
                 }
+            }
+        }
+    }
+
+    /// Reads what pending connection `i` sent; once its line is complete,
+    /// answers it.
+    fn read_pending(&mut self, i: usize) {
+        use std::io::Read;
+        let mut chunk = [0u8; 512];
+        let (stream, line) = &mut self.pending[i];
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                self.pending.remove(i);
+            }
+            Ok(n) => {
+                line.extend_from_slice(&chunk[..n]);
+                if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                    let (stream, line) = self.pending.remove(i);
+                    let request = serde_json::from_slice::<Request>(&line[..end]).ok();
+                    if stream.set_nonblocking(false).is_ok() {
+                        self.handle(stream, request);
+                    }
+                } else if line.len() > 4096 {
+                    self.pending.remove(i);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.pending.remove(i);
             }
         }
     }
@@ -386,8 +432,8 @@ impl Monitor {
         })
     }
 
-    fn handle(&mut self, mut stream: UnixStream) {
-        let Some(request) = read_request(&stream) else {
+    fn handle(&mut self, mut stream: UnixStream, request: Option<Request>) {
+        let Some(request) = request else {
             respond(&mut stream, &Response::Error("bad request".to_string()));
             return;
         };
