@@ -66,6 +66,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("cannot recover pod sandboxes")]
+    Pods(#[from] crate::pod::PodError),
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -156,7 +158,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _lock = take_lock(&config.socket)?;
     let store = Arc::new(Store::open(&config.root)?);
     let node = Arc::new(Node::new(config.clone(), store.clone())?);
-    let services = Services { node };
+    let pods = Arc::new(crate::pod::Service::new(config.clone(), store.clone())?);
+    let services = Services { node, pods };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;

@@ -8,4 +8,6 @@ pub mod cri;
 pub mod daemon;
 pub mod logging;
 pub mod node;
+pub mod pod;
+pub mod runtime;
 pub mod state;

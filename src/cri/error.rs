@@ -9,6 +9,7 @@ use std::time::Instant;
 use tonic::{Code, Response, Status};
 
 use crate::node::NodeError;
+use crate::pod::PodError;
 use crate::state::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum Error {
     Node(#[from] NodeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Pod(#[from] PodError),
 }
 
 impl Error {
@@ -33,7 +36,25 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
+            Error::Pod(e) => pod_code(e),
         }
+    }
+}
+
+fn pod_code(e: &PodError) -> Code {
+    match e {
+        PodError::NotFound(_) => Code::NotFound,
+        PodError::AmbiguousId { .. } | PodError::InvalidSysctl { .. } => Code::InvalidArgument,
+        PodError::NameReserved { .. } => Code::AlreadyExists,
+        // The handler names something the runtime does not have, like an
+        // unknown image; kubelet reports it on the pod either way.
+        PodError::UnknownHandler(_) => Code::NotFound,
+        PodError::Namespace(_)
+        | PodError::Holder(_)
+        | PodError::Mount(_)
+        | PodError::Io { .. }
+        | PodError::Task(_)
+        | PodError::Store(_) => Code::Internal,
     }
 }
 

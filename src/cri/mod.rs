@@ -6,6 +6,7 @@ mod error;
 mod image;
 mod runtime;
 mod runtime_info;
+mod sandbox;
 
 use std::sync::Arc;
 
@@ -17,11 +18,13 @@ pub use error::chain;
 pub(crate) use error::observe;
 
 use crate::node::Node;
+use crate::pod;
 
 /// Everything the RPC handlers call into. Cloning is cheap.
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub pods: Arc<pod::Service>,
 }
 
 /// The two tonic services, ready to add to a server.
