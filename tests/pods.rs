@@ -407,14 +407,6 @@ async fn list_filters_and_prefixes() {
     );
     assert_eq!(list(&mut rt, None).await.len(), 3);
 
-    // The empty prefix matches every pod: ambiguous, not a random pick.
-    let first = &ids[0][..1];
-    if ids.iter().filter(|id| id.starts_with(first)).count() > 1 {
-        let err = status(&mut rt, first).await.expect_err("ambiguous");
-        assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("ambiguous"), "{}", err.message());
-    }
-
     for id in &ids {
         remove(&mut rt, id).await;
         assert_gone(&daemon, id, None);
@@ -734,6 +726,21 @@ async fn twenty_pods_at_once_leave_nothing() {
         }
     }
     assert_eq!(holders.len(), 10);
+    // 20 ids over 16 hex digits: two share their first one, so that
+    // one-character prefix is ambiguous and must be refused, not guessed.
+    let shared = (0..16u32)
+        .filter_map(|d| char::from_digit(d, 16))
+        .find(|d| ids.iter().filter(|id| id.starts_with(*d)).count() > 1)
+        .expect("pigeonhole");
+    let err = status(&mut rt1, &shared.to_string())
+        .await
+        .expect_err("ambiguous prefix");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains(&format!("{:?}", shared.to_string())),
+        "names the prefix: {}",
+        err.message()
+    );
     let stops = ids.iter().map(|id| {
         let mut rt = rt.clone();
         async move { stop(&mut rt, id).await }
