@@ -138,6 +138,13 @@ fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<Po
     if meta.name.is_empty() {
         return Err(invalid("config.metadata.name", "is empty"));
     }
+    // The kernel's limit (HOST_NAME_MAX); longer would fail deep in set-up.
+    if config.hostname.len() > 64 {
+        return Err(invalid(
+            "config.hostname",
+            format!("{:?} is longer than 64 bytes", config.hostname),
+        ));
+    }
     let linux = config.linux.unwrap_or_default();
     let security = linux.security_context.unwrap_or_default();
     let namespaces = namespace_modes(security.namespace_options.unwrap_or_default())?;
@@ -308,4 +315,88 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(network: i32, pid: i32, ipc: i32) -> cri::NamespaceOption {
+        cri::NamespaceOption {
+            network,
+            pid,
+            ipc,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn namespace_modes_round_trip() {
+        use cri::NamespaceMode as M;
+        let modes =
+            namespace_modes(options(M::Node.into(), M::Pod.into(), M::Pod.into())).expect("valid");
+        assert!(modes.host_network && !modes.host_ipc);
+        assert_eq!(modes.pid, PidMode::Pod);
+        let back = namespace_options(modes);
+        assert_eq!(back.network(), M::Node);
+        assert_eq!(back.pid(), M::Pod);
+        assert_eq!(back.ipc(), M::Pod);
+        // The all-zero default (critest's nil options) is POD for all three.
+        let default = namespace_modes(cri::NamespaceOption::default()).expect("default");
+        assert!(!default.host_network && !default.host_ipc);
+        assert_eq!(default.pid, PidMode::Pod);
+    }
+
+    #[test]
+    fn bad_namespace_options_are_invalid() {
+        use cri::NamespaceMode as M;
+        for opts in [
+            options(M::Target.into(), 0, 0),
+            options(0, M::Target.into(), 0),
+            options(0, 0, 42),
+            cri::NamespaceOption {
+                userns_options: Some(cri::UserNamespace {
+                    mode: M::Pod.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ] {
+            let err = namespace_modes(opts.clone()).expect_err("invalid");
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn port_mappings_are_checked() {
+        let ok = port_mapping(&cri::PortMapping {
+            protocol: cri::Protocol::Udp.into(),
+            container_port: 53,
+            host_port: 5353,
+            host_ip: "127.0.0.1".into(),
+        })
+        .expect("valid");
+        assert_eq!(
+            (ok.protocol, ok.container_port, ok.host_port),
+            (Protocol::Udp, 53, 5353)
+        );
+        for bad in [
+            cri::PortMapping {
+                container_port: 0,
+                ..Default::default()
+            },
+            cri::PortMapping {
+                container_port: 80,
+                host_port: 70000,
+                ..Default::default()
+            },
+            cri::PortMapping {
+                container_port: 80,
+                host_ip: "localhost".into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(port_mapping(&bad).is_err(), "{bad:?}");
+        }
+    }
 }
