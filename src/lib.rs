@@ -11,3 +11,7 @@ pub mod node;
 pub mod pod;
 pub mod runtime;
 pub mod state;
+/// Test and operations tooling (test images, pushing them); not used by the
+/// runtime itself.
+#[doc(hidden)]
+pub mod testimages;
