@@ -4,8 +4,6 @@
 //! test made removed again. Each test works under its own random top-level
 //! cgroup and touches nothing else.
 
-// Only `require_root` is used here.
-#[allow(unused_imports)]
 mod support;
 
 use std::io::Write;

@@ -157,8 +157,15 @@ impl Cgroups {
             self.rmdir_retrying(&dir)?;
         }
         let leaf_suffix = Path::new(cg.path.relative());
+        let mounts = self.inner.layout.mounts();
         for dir in cg.created.iter().rev() {
             if dir.ends_with(leaf_suffix) {
+                continue;
+            }
+            // A record read back from the store names only directories
+            // inside our hierarchies; anything else is not ours to remove.
+            if !mounts.iter().any(|m| dir.starts_with(m) && dir != m) {
+                tracing::warn!(dir = %dir.display(), "not removing a directory outside the cgroup hierarchies");
                 continue;
             }
             match self.inner.fs.rmdir(dir) {

@@ -10,7 +10,9 @@ use super::CgroupError;
 use super::devices::DeviceRule;
 
 /// Resource limits for one cgroup. `None` leaves a setting as it is, so the
-/// same struct serves creation and `UpdateContainerResources`.
+/// same struct serves creation and `UpdateContainerResources`. The CRI's
+/// and OCI's "0 means unset" is `None` here (`TryFrom<&LinuxResources>`
+/// does that mapping); an explicit zero memory limit or quota is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
     /// Relative CPU weight in v1 shares (2..=262144); v2 gets `cpu.weight`
@@ -128,10 +130,6 @@ impl Resources {
             }
         }
         Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self == &Resources::default()
     }
 }
 

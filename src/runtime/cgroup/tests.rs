@@ -434,6 +434,31 @@ fn bad_input_changes_nothing() {
         Err(CgroupError::InvalidResource { .. })
     ));
     assert!(fake.take_log().is_empty());
+
+    // What the host lacks is found before the first write too.
+    let mut res = full_resources();
+    res.unified = [("memory.nosuch".to_string(), "1".to_string())].into();
+    assert!(matches!(
+        cg.apply(&c, &res),
+        Err(CgroupError::UnknownUnifiedKey { .. })
+    ));
+    let mut res = full_resources();
+    res.hugepage_limits[0].page_size = "16GB".into();
+    assert!(matches!(
+        cg.apply(&c, &res),
+        Err(CgroupError::UnsupportedPageSize { .. })
+    ));
+    assert!(fake.take_log().is_empty());
+
+    let (d, fake, cg) = host("v1");
+    let c = cg.create(&path("/pod/ctr")).expect("create");
+    std::fs::remove_file(d.path().join("memory/pod/ctr/memory.memsw.limit_in_bytes")).expect("rm");
+    fake.take_log();
+    assert!(matches!(
+        cg.apply(&c, &full_resources()),
+        Err(CgroupError::SwapUnsupported)
+    ));
+    assert!(fake.take_log().is_empty());
 }
 
 #[test]
@@ -625,6 +650,25 @@ fn delete_removes_what_was_created_and_keeps_shared_parents() {
     let busy = cg.create(&path("/kubepods/busy")).expect("busy");
     put(&mem.join("kubepods/busy"), "cgroup.procs", "5000003\n");
     assert!(matches!(cg.delete(&busy), Err(CgroupError::Remove { .. })));
+}
+
+#[test]
+fn delete_ignores_recorded_dirs_outside_the_hierarchies() {
+    let (d, _fake, cg) = host("v2");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("empty");
+    std::fs::create_dir(&victim).expect("mkdir");
+    // Looks like an empty cgroup, so only the guard keeps it.
+    put(&victim, "cgroup.procs", "");
+    let forged = format!(
+        r#"{{"path":"/x","created":[{:?},{:?}]}}"#,
+        victim.display().to_string(),
+        d.path().display().to_string()
+    );
+    let record: Cgroup = serde_json::from_str(&forged).expect("record");
+    cg.delete(&record).expect("delete");
+    assert!(victim.is_dir(), "removed a directory outside the hierarchy");
+    assert!(d.path().is_dir());
 }
 
 #[test]
