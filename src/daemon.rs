@@ -68,6 +68,8 @@ pub enum DaemonError {
     Node(#[from] NodeError),
     #[error("cannot recover pod sandboxes")]
     Pods(#[from] crate::pod::PodError),
+    #[error("cannot find the host's cgroups")]
+    Cgroups(#[from] crate::runtime::cgroup::CgroupError),
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -158,7 +160,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _lock = take_lock(&config.socket)?;
     let store = Arc::new(Store::open(&config.root)?);
     let node = Arc::new(Node::new(config.clone(), store.clone())?);
-    let pods = Arc::new(crate::pod::Service::new(config.clone(), store.clone())?);
+    let cgroups = crate::runtime::cgroup::Cgroups::detect()?;
+    let pods = Arc::new(crate::pod::Service::new(config.clone(), store.clone(), cgroups).await?);
     let services = Services { node, pods };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;

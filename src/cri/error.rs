@@ -10,6 +10,7 @@ use tonic::{Code, Response, Status};
 
 use crate::node::NodeError;
 use crate::pod::PodError;
+use crate::runtime::cgroup::Fault;
 use crate::state::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,11 @@ fn pod_code(e: &PodError) -> Code {
         // The handler names something the runtime does not have, like an
         // unknown image; kubelet reports it on the pod either way.
         PodError::UnknownHandler(_) => Code::NotFound,
+        PodError::Cgroup(e) => match e.fault() {
+            Fault::Input => Code::InvalidArgument,
+            Fault::Unsupported => Code::FailedPrecondition,
+            Fault::Host => Code::Internal,
+        },
         PodError::Namespace(_)
         | PodError::Holder(_)
         | PodError::Mount(_)

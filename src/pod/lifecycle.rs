@@ -1,27 +1,21 @@
-//! Run, stop and remove a pod, and start-up recovery.
+//! RunPodSandbox.
 //!
-//! Run reserves the pod's name, then sets up, in order: the state directory
-//! and its files, the namespaces (configured from inside: hostname, loopback,
-//! sysctls), the pod's `/dev/shm`, the PID-namespace holder; only then is the
-//! record written. Any failure undoes what was done, in reverse, and releases
-//! the name, so a failed run leaves nothing. Tearing down is one idempotent
-//! function used by rollback, stop, remove and recovery alike: each step
-//! checks what exists, so it can run any number of times.
-//!
-//! Recovery assumes: the namespace bind mounts and holders outlive the daemon
-//! (they do, until a reboot wipes `state_dir`); a stored Ready pod whose
-//! namespace files are no longer nsfs mounts, or whose holder is gone, cannot
-//! work any more and becomes NotReady; a pod directory with no record is the
-//! remains of a run that crashed and is torn down.
+//! Run checks the request, reserves the pod's name, then sets up, in order:
+//! the state directory and its files, the namespaces (configured from
+//! inside: hostname, loopback, sysctls), the pod's `/dev/shm`, the sandbox
+//! cgroup, the PID-namespace holder; only then is the record written. Any failure undoes
+//! what was done, in reverse (see `teardown.rs`), and releases the name, so a
+//! failed run leaves nothing.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::files;
-use super::sandbox::{holder_pid_file, ns_dir, own_namespaces, shm_dir};
+use super::sandbox::{cgroup_file, holder_pid_file, ns_dir, own_namespaces};
 use super::spec::{CheckedSysctl, PidMode, PodSpec, check_sysctls};
 use super::{Holder, PodError, PodState, Sandbox, Service};
+use crate::runtime::cgroup::CgroupPath;
 use crate::runtime::namespace::{self, NsKind, NsRequest, Sysctl, ns_file, ns_inode};
 use crate::runtime::{mount, pid_holder};
 use crate::state::Bucket;
@@ -51,6 +45,7 @@ impl Service {
         }
         let sysctls = check_sysctls(&spec.sysctls, spec.namespaces)?;
         let id = hex::encode(rand::random::<[u8; 32]>());
+        let cgroup = self.sandbox_cgroup(&spec, &id)?;
         let key = spec.metadata.reservation_key();
         {
             let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,24 +69,9 @@ impl Service {
             created_at,
             ips: Vec::new(),
             holder: None,
+            cgroup: None,
         };
-        let this = Arc::clone(&self);
-        let set_up = tokio::task::spawn_blocking(move || this.set_up(pod, &sysctls))
-            .await
-            .map_err(PodError::Task)
-            .and_then(|r| r);
-        let result = match set_up {
-            Ok(pod) => match self.store.put(Bucket::Pods, &id, &pod) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let this = Arc::clone(&self);
-                    let _ = tokio::task::spawn_blocking(move || this.destroy(&pod)).await;
-                    Err(e.into())
-                }
-            },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.build(pod, sysctls, cgroup).await {
             self.release_name(&key, &id);
             return Err(e);
         }
@@ -99,9 +79,61 @@ impl Service {
         Ok(id)
     }
 
-    /// Builds the pod's resources; on error undoes its own steps.
-    fn set_up(&self, mut pod: Sandbox, sysctls: &[CheckedSysctl]) -> Result<Sandbox, PodError> {
-        match self.try_set_up(&mut pod, sysctls) {
+    /// The sandbox's own cgroup under kubelet's cgroup parent, named like
+    /// a container's (a leaf: on cgroup v2 the parent then holds no process).
+    fn sandbox_cgroup(&self, spec: &PodSpec, id: &str) -> Result<Option<CgroupPath>, PodError> {
+        if spec.cgroup_parent.is_empty() {
+            return Ok(None);
+        }
+        let parent = self
+            .driver
+            .pod_cgroup(&spec.cgroup_parent)
+            .map_err(PodError::Cgroup)?;
+        self.driver
+            .container_cgroup(&parent, id)
+            .map(Some)
+            .map_err(PodError::Cgroup)
+    }
+
+    /// Sets the pod up and stores it; on error everything is undone.
+    async fn build(
+        self: &Arc<Self>,
+        pod: Sandbox,
+        sysctls: Vec<CheckedSysctl>,
+        cgroup: Option<CgroupPath>,
+    ) -> Result<(), PodError> {
+        let this = Arc::clone(self);
+        let pod = tokio::task::spawn_blocking(move || this.set_up(pod, &sysctls, cgroup))
+            .await
+            .map_err(PodError::Task)??;
+        if let Err(e) = self.store.put(Bucket::Pods, &pod.id, &pod) {
+            self.undo(pod).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Undoes a run that failed after its set-up.
+    async fn undo(self: &Arc<Self>, pod: Sandbox) {
+        let this = Arc::clone(self);
+        let id = pod.id.clone();
+        let undone = tokio::task::spawn_blocking(move || this.destroy(&pod))
+            .await
+            .map_err(PodError::Task)
+            .and_then(|r| r);
+        if let Err(e) = undone {
+            tracing::warn!(pod = %id, error = %crate::cri::chain(&e), "rollback of a failed run was incomplete");
+        }
+    }
+
+    /// Builds the pod's local resources; on error undoes its own steps.
+    fn set_up(
+        &self,
+        mut pod: Sandbox,
+        sysctls: &[CheckedSysctl],
+        cgroup: Option<CgroupPath>,
+    ) -> Result<Sandbox, PodError> {
+        match self.try_set_up(&mut pod, sysctls, cgroup) {
             Ok(()) => Ok(pod),
             Err(e) => {
                 if let Err(undo) = self.destroy(&pod) {
@@ -112,8 +144,13 @@ impl Service {
         }
     }
 
-    fn try_set_up(&self, pod: &mut Sandbox, sysctls: &[CheckedSysctl]) -> Result<(), PodError> {
-        let spec = &pod.spec;
+    fn try_set_up(
+        &self,
+        pod: &mut Sandbox,
+        sysctls: &[CheckedSysctl],
+        cgroup: Option<CgroupPath>,
+    ) -> Result<(), PodError> {
+        let spec = pod.spec.clone();
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| PodError::Io {
@@ -147,7 +184,7 @@ impl Service {
         };
         write(pod.hosts_path(), &hosts)?;
 
-        let kinds = own_namespaces(spec);
+        let kinds = own_namespaces(&spec);
         if !kinds.is_empty() {
             namespace::create(NsRequest {
                 dir: ns.clone(),
@@ -169,6 +206,15 @@ impl Service {
             mount::mount_shm(&shm, SHM_SIZE).map_err(PodError::Mount)?;
         }
 
+        if let Some(path) = cgroup {
+            let cg = self.cgroups.create(&path).map_err(PodError::Cgroup)?;
+            pod.cgroup = Some(cg.clone());
+            // Recorded in the directory too: remains of a crashed run name it.
+            let file = cgroup_file(&pod.dir);
+            let json = serde_json::to_vec(&cg).unwrap_or_default();
+            std::fs::write(&file, json).map_err(io("write", &file))?;
+        }
+
         if spec.namespaces.pid == PidMode::Pod {
             let args = pid_holder::HolderArgs {
                 net: pod.netns_path(),
@@ -185,11 +231,15 @@ impl Service {
             let written = std::fs::write(&pid_file, format!("{pid}\n"));
             let bound = namespace::bind_process_ns(pid, &ns, NsKind::Pid);
             let inode = ns_inode(&ns_file(&ns, NsKind::Pid));
-            match (written, bound, inode) {
-                (Ok(()), Ok(_), Some(pidns_inode)) => {
+            let joined = match &pod.cgroup {
+                Some(cg) => self.cgroups.add_process(cg, pid).map_err(PodError::Cgroup),
+                None => Ok(()),
+            };
+            match (written, bound, inode, joined) {
+                (Ok(()), Ok(_), Some(pidns_inode), Ok(())) => {
                     pod.holder = Some(Holder { pid, pidns_inode });
                 }
-                (written, bound, _) => {
+                (written, bound, _, joined) => {
                     let ours = self.take_child(pid);
                     let inode = ns_inode(Path::new(&format!("/proc/{pid}/ns/pid")));
                     if let Some(inode) = inode {
@@ -197,6 +247,7 @@ impl Service {
                     }
                     written.map_err(io("write", &pid_file))?;
                     bound?;
+                    joined?;
                     return Err(PodError::Io {
                         action: "stat",
                         path: ns_file(&ns, NsKind::Pid),
@@ -206,190 +257,5 @@ impl Service {
             }
         }
         Ok(())
-    }
-
-    fn take_child(&self, pid: i32) -> bool {
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&pid)
-    }
-
-    /// Releases the pod's processes and mounts, in the reverse order of
-    /// set-up. Idempotent; what is already gone is skipped.
-    fn tear_down(&self, dir: &Path, holder: Option<Holder>) -> Result<(), PodError> {
-        let holder = holder.or_else(|| holder_from_files(dir));
-        if let Some(h) = holder {
-            let ours = self.take_child(h.pid);
-            pid_holder::kill(h.pid, h.pidns_inode, ours).map_err(PodError::Holder)?;
-        }
-        mount::unmount(&shm_dir(dir)).map_err(PodError::Mount)?;
-        namespace::release_all(&ns_dir(dir))?;
-        Ok(())
-    }
-
-    /// Tears the pod down and deletes its directory.
-    fn destroy(&self, pod: &Sandbox) -> Result<(), PodError> {
-        self.tear_down(&pod.dir, pod.holder)?;
-        remove_dir(&pod.dir)
-    }
-
-    fn release_name(&self, key: &str, id: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if names.get(key).map(String::as_str) == Some(id) {
-            names.remove(key);
-        }
-    }
-
-    /// Stops a pod: its processes and namespaces go, its record stays
-    /// (NotReady) until removed. Stopping what is unknown or stopped succeeds.
-    pub async fn stop(self: &Arc<Self>, id_or_prefix: &str) -> Result<(), PodError> {
-        let id = match self.resolve(id_or_prefix) {
-            Ok(id) => id,
-            Err(PodError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let lock = self.lock_for(&id);
-        let _guard = lock.lock().await;
-        self.stop_locked(&id).await
-    }
-
-    async fn stop_locked(self: &Arc<Self>, id: &str) -> Result<(), PodError> {
-        let Some(mut pod) = self.store.get::<Sandbox>(Bucket::Pods, id)? else {
-            return Ok(());
-        };
-        let this = Arc::clone(self);
-        let (dir, holder) = (pod.dir.clone(), pod.holder);
-        tokio::task::spawn_blocking(move || this.tear_down(&dir, holder))
-            .await
-            .map_err(PodError::Task)??;
-        if pod.state != PodState::NotReady || pod.holder.is_some() || !pod.ips.is_empty() {
-            pod.state = PodState::NotReady;
-            pod.holder = None;
-            pod.ips.clear();
-            self.store.put(Bucket::Pods, id, &pod)?;
-            tracing::info!(pod = %id, "pod sandbox stopped");
-        }
-        Ok(())
-    }
-
-    /// Removes everything of a pod, stopping it first if needed. Removing
-    /// what is unknown succeeds.
-    pub async fn remove(self: &Arc<Self>, id_or_prefix: &str) -> Result<(), PodError> {
-        let id = match self.resolve(id_or_prefix) {
-            Ok(id) => id,
-            Err(PodError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let lock = self.lock_for(&id);
-        let _guard = lock.lock().await;
-        let Some(pod) = self.store.get::<Sandbox>(Bucket::Pods, &id)? else {
-            return Ok(());
-        };
-        self.stop_locked(&id).await?;
-        let this = Arc::clone(self);
-        let dir = pod.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            this.tear_down(&dir, None)?;
-            remove_dir(&dir)
-        })
-        .await
-        .map_err(PodError::Task)??;
-        self.store.delete(Bucket::Pods, &id)?;
-        self.release_name(&pod.spec.metadata.reservation_key(), &id);
-        self.forget_lock(&id);
-        tracing::info!(pod = %id, "pod sandbox removed");
-        Ok(())
-    }
-
-    /// Start-up: rebuild the name reservations, mark pods whose namespaces
-    /// did not survive as NotReady, and clear directories no record owns.
-    pub(super) fn recover(&self) -> Result<(), PodError> {
-        let pods: Vec<(String, Sandbox)> = self.store.list(Bucket::Pods)?;
-        for (id, mut pod) in pods.iter().cloned() {
-            self.names
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(pod.spec.metadata.reservation_key(), id.clone());
-            if pod.state != PodState::Ready || is_intact(&pod) {
-                continue;
-            }
-            tracing::warn!(pod = %id, "pod sandbox lost its namespaces (reboot?); marking it not ready");
-            if let Err(e) = self.tear_down(&pod.dir, pod.holder) {
-                tracing::warn!(pod = %id, error = %crate::cri::chain(&e), "cannot clean up a lost pod");
-            }
-            pod.state = PodState::NotReady;
-            pod.holder = None;
-            pod.ips.clear();
-            self.store.put(Bucket::Pods, &id, &pod)?;
-        }
-        let dir = self.pods_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(PodError::Io {
-                    action: "read",
-                    path: dir,
-                    source,
-                });
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if pods.iter().any(|(id, _)| *id == name) {
-                continue;
-            }
-            tracing::warn!(dir = %entry.path().display(), "removing the remains of an unfinished pod");
-            let path = entry.path();
-            if let Err(e) = self.tear_down(&path, None).and_then(|()| remove_dir(&path)) {
-                tracing::warn!(dir = %path.display(), error = %crate::cri::chain(&e), "cannot remove pod remains");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether every namespace of a Ready pod is still held.
-fn is_intact(pod: &Sandbox) -> bool {
-    let ns = ns_dir(&pod.dir);
-    let files_held = pod
-        .own_namespaces()
-        .into_iter()
-        .all(|kind| namespace::is_held(&ns_file(&ns, kind)));
-    let holder_alive = match (pod.spec.namespaces.pid, pod.holder) {
-        (PidMode::Pod, Some(h)) => pid_holder::is_alive(h.pid, h.pidns_inode),
-        (PidMode::Pod, None) => false,
-        _ => true,
-    };
-    files_held && holder_alive
-}
-
-/// The holder named by a pod directory's files (for remains without a record).
-fn holder_from_files(dir: &Path) -> Option<Holder> {
-    let pid = std::fs::read_to_string(holder_pid_file(dir))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let file = ns_file(&ns_dir(dir), NsKind::Pid);
-    if !namespace::is_held(&file) {
-        return None;
-    }
-    Some(Holder {
-        pid,
-        pidns_inode: ns_inode(&file)?,
-    })
-}
-
-fn remove_dir(dir: &Path) -> Result<(), PodError> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(PodError::Io {
-            action: "remove",
-            path: dir.to_path_buf(),
-            source,
-        }),
     }
 }

@@ -8,8 +8,10 @@
 
 mod files;
 mod lifecycle;
+mod recover;
 mod sandbox;
 mod spec;
+mod teardown;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ pub use sandbox::{Holder, PodState, Sandbox};
 pub use spec::{DnsConfig, Metadata, NamespaceModes, PidMode, PodSpec, PortMapping, Protocol};
 
 use crate::config::Config;
+use crate::runtime::cgroup::{CgroupError, Cgroups, Driver};
 use crate::runtime::mount::MountError;
 use crate::runtime::namespace::NsError;
 use crate::runtime::pid_holder::HolderError;
@@ -42,6 +45,8 @@ pub enum PodError {
     Holder(#[source] HolderError),
     #[error("cannot set up the pod's mounts")]
     Mount(#[source] MountError),
+    #[error("pod cgroup")]
+    Cgroup(#[source] CgroupError),
     #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
@@ -89,6 +94,8 @@ pub struct Filter {
 pub struct Service {
     config: Arc<Config>,
     store: Arc<Store>,
+    cgroups: Cgroups,
+    driver: Driver,
     /// Reservation key (name, namespace, uid, attempt) → the id holding it.
     names: Mutex<HashMap<String, String>>,
     /// One lock per pod id: stop and remove of one pod never interleave.
@@ -100,15 +107,21 @@ pub struct Service {
 impl Service {
     /// Opens the service over the store and reconciles stored pods with what
     /// survived on the machine (see [`lifecycle`]'s recovery notes).
-    pub fn new(config: Arc<Config>, store: Arc<Store>) -> Result<Service, PodError> {
+    pub async fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        cgroups: Cgroups,
+    ) -> Result<Service, PodError> {
         let service = Service {
+            driver: Driver::from(config.effective_cgroup_driver()),
             config,
             store,
+            cgroups,
             names: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             children: Mutex::new(HashSet::new()),
         };
-        service.recover()?;
+        service.recover().await?;
         Ok(service)
     }
 

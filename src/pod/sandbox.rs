@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{PidMode, PodSpec};
+use crate::runtime::cgroup::Cgroup;
 use crate::runtime::namespace::{NsKind, ns_file};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,11 @@ pub struct Sandbox {
     pub ips: Vec<String>,
     #[serde(default)]
     pub holder: Option<Holder>,
+    /// The sandbox's own cgroup, `<cgroup_parent>/<id>` (cgroupfs) or
+    /// `<slice>/yonggi-<id>.scope` (systemd), where the holder runs, as a
+    /// pause container would; `None` without a cgroup parent.
+    #[serde(default)]
+    pub cgroup: Option<Cgroup>,
 }
 
 impl Sandbox {
@@ -117,6 +123,7 @@ impl Sandbox {
             "resolvConf": path(Some(self.resolv_conf_path())),
             "shm": path(self.shm_path()),
             "ips": self.ips,
+            "cgroup": self.cgroup.as_ref().map(|c| c.path().as_str().to_string()),
             "config": self.spec,
         })
     }
@@ -128,6 +135,10 @@ pub(super) fn ns_dir(dir: &Path) -> PathBuf {
 
 pub(super) fn shm_dir(dir: &Path) -> PathBuf {
     dir.join("shm")
+}
+
+pub(super) fn cgroup_file(dir: &Path) -> PathBuf {
+    dir.join("cgroup.json")
 }
 
 pub(super) fn holder_pid_file(dir: &Path) -> PathBuf {
