@@ -443,8 +443,25 @@ async fn pod_pid_namespace_has_a_holder_as_pid_1() {
         .parse()
         .expect("a pid");
     assert!(seen > 1, "pid 1 is taken by the holder, got {seen}");
+    // A holder that dies makes the pod NotReady, as a dead pause would.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let state = loop {
+        let s = status(&mut rt, &id)
+            .await
+            .expect("status")
+            .status
+            .expect("s");
+        if s.state() == cri::PodSandboxState::SandboxNotready
+            || std::time::Instant::now() > deadline
+        {
+            break s.state();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(state, cri::PodSandboxState::SandboxNotready);
     stop(&mut rt, &id).await;
-    assert!(!process_alive(pid), "holder killed on stop");
+    assert!(!process_alive(pid), "holder reaped on stop");
     remove(&mut rt, &id).await;
     assert_gone(&daemon, &id, Some(pid));
 }

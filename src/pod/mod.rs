@@ -129,11 +129,14 @@ impl Service {
         self.config.state_dir.join("pods")
     }
 
-    /// Resolves an id or a unique prefix of one to the stored sandbox.
+    /// Resolves an id or a unique prefix of one to the sandbox, as it is
+    /// now: a Ready pod whose namespaces or holder died is NotReady (kubelet
+    /// then replaces it, as it does when a pause container dies).
     pub fn get(&self, id_or_prefix: &str) -> Result<Sandbox, PodError> {
         let id = self.resolve(id_or_prefix)?;
         self.store
             .get::<Sandbox>(Bucket::Pods, &id)?
+            .map(observed)
             .ok_or_else(|| PodError::NotFound(id_or_prefix.to_string()))
     }
 
@@ -167,7 +170,7 @@ impl Service {
         let all: Vec<(String, Sandbox)> = self.store.list(Bucket::Pods)?;
         Ok(all
             .into_iter()
-            .map(|(_, pod)| pod)
+            .map(|(_, pod)| observed(pod))
             .filter(|pod| filter.id.as_ref().is_none_or(|id| pod.id.starts_with(id)))
             .filter(|pod| filter.state.is_none_or(|state| pod.state == state))
             .filter(|pod| {
@@ -188,4 +191,11 @@ impl Service {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.remove(id);
     }
+}
+
+fn observed(mut pod: Sandbox) -> Sandbox {
+    if pod.state == PodState::Ready && !recover::is_intact(&pod) {
+        pod.state = PodState::NotReady;
+    }
+    pod
 }

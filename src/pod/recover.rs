@@ -75,7 +75,7 @@ impl Service {
 }
 
 /// Whether every namespace of a Ready pod is still held.
-fn is_intact(pod: &Sandbox) -> bool {
+pub(super) fn is_intact(pod: &Sandbox) -> bool {
     let ns = ns_dir(&pod.dir);
     let files_held = pod
         .own_namespaces()

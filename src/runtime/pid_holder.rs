@@ -195,9 +195,9 @@ pub fn kill(pid: i32, pidns: u64, our_child: bool) -> Result<(), HolderError> {
         // Any answer but EINTR ends it; ECHILD means reaped already.
         while let Err(Errno::EINTR) = nix::sys::wait::waitpid(target, None) {}
     } else {
-        // Someone else reaps it; wait until it no longer runs in that namespace.
+        // Someone else reaps it; wait until it no longer runs.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while ns_inode(&proc_ns) == Some(pidns) && Instant::now() < deadline {
+        while is_alive(pid, pidns) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -205,8 +205,15 @@ pub fn kill(pid: i32, pidns: u64, our_child: bool) -> Result<(), HolderError> {
 }
 
 /// Whether `pid` still is the live holder of the namespace with inode `pidns`.
+/// A zombie is not alive (its pid namespace link still resolves).
 pub fn is_alive(pid: i32, pidns: u64) -> bool {
-    ns_inode(Path::new(&format!("/proc/{pid}/ns/pid"))) == Some(pidns)
+    if ns_inode(Path::new(&format!("/proc/{pid}/ns/pid"))) != Some(pidns) {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    !(state.is_empty() || state.starts_with(['Z', 'X']))
 }
 
 /// `yonggi pod-init`: the holder itself. Runs single-threaded, before any
