@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::Registry;
-use yonggi::testimages::catalog::{self, critest, names};
+use yonggi::testimages::catalog::{self, names};
+use yonggi::testimages::critest;
 use yonggi::testimages::{Set, media};
 
 /// Every manifest type a puller would accept.
@@ -377,4 +378,21 @@ async fn htpasswd_registry_needs_credentials() {
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
     let mut fetcher = Fetcher::new(&registry);
     check_published(&mut fetcher, &busybox).await;
+}
+
+#[test]
+fn mirror_config_is_valid_yonggi_config() {
+    let registry = Registry::start();
+    let text = format!(
+        "{}{}",
+        registry.mirror_config("registry.k8s.io"),
+        registry.mirror_config("gcr.io")
+    );
+    let config = yonggi::config::Config::parse(&text, std::path::Path::new("mirrors.toml"))
+        .expect("the mirror snippet parses");
+    for host in ["registry.k8s.io", "gcr.io"] {
+        let entry = &config.registries[host];
+        assert_eq!(entry.mirrors, vec![registry.url()]);
+        assert!(entry.mirrors_replace_upstream);
+    }
 }

@@ -7,6 +7,7 @@ mod image;
 mod runtime;
 mod runtime_info;
 mod sandbox;
+mod streaming;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ use crate::pod;
 pub struct Services {
     pub node: Arc<Node>,
     pub pods: Arc<pod::Service>,
+    pub stream: Arc<crate::stream::Service>,
+    pub net: Arc<crate::net::Service>,
 }
 
 /// The two tonic services, ready to add to a server.

@@ -97,21 +97,28 @@ pub struct Published {
 /// cached: it is large and built only when asked for).
 pub fn images(set: Set) -> Result<Vec<TestImage>, Error> {
     static CACHE: Mutex<Vec<(Set, Vec<TestImage>)>> = Mutex::new(Vec::new());
-    if set == Set::Bench {
-        return bench_images();
-    }
+    let build: fn() -> Result<Vec<TestImage>, Error> = match set {
+        Set::Bench => return bench_images(),
+        Set::All => all_images,
+        Set::Critest => super::critest::images,
+        Set::Hostile => hostile_images,
+    };
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, images)) = cache.iter().find(|(s, _)| *s == set) {
         return Ok(images.clone());
     }
-    let images = match set {
-        Set::All => all_images()?,
-        Set::Critest => critest_images()?,
-        Set::Hostile => hostile_images()?,
-        Set::Bench => unreachable!("handled above"),
-    };
+    let images = build()?;
     cache.push((set, images.clone()));
     Ok(images)
+}
+
+/// The image of `set` published as `repository` (with `tag` among its
+/// tags), e.g. to compare what a test pulled with what was pushed:
+/// `find(Set::All, names::BUSYBOX, "latest")?.artifact.images()[0].id()`.
+pub fn find(set: Set, repository: &str, tag: &str) -> Result<Option<TestImage>, Error> {
+    Ok(images(set)?
+        .into_iter()
+        .find(|i| i.repository == repository && i.tags.iter().any(|t| t == tag)))
 }
 
 /// Pushes each image with its tags.
@@ -150,14 +157,14 @@ pub fn file_layer(path: &str, contents: &[u8]) -> Result<Layer, Error> {
     layer.build(Compression::Gzip)
 }
 
-fn user(user: &str) -> ImageConfig {
+pub(crate) fn user(user: &str) -> ImageConfig {
     ImageConfig {
         user: user.into(),
         ..ImageConfig::default()
     }
 }
 
-fn test_image(repository: &str, tags: &[&str], image: Image) -> TestImage {
+pub(crate) fn test_image(repository: &str, tags: &[&str], image: Image) -> TestImage {
     TestImage {
         repository: repository.into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
@@ -303,52 +310,6 @@ pub fn web_server_image(port: u16) -> Result<Image, Error> {
         vec![(
             layer.build(Compression::Gzip)?,
             "yonggi-testimages: add /www",
-        )],
-    )
-}
-
-/// critest's hard-coded `nginx:1.14-2`, played by busybox httpd behind
-/// [`super::programs::NGINX`]; CMD `nginx -g 'daemon off;'` as upstream.
-pub fn nginx_image() -> Result<Image, Error> {
-    let mut layer = LayerBuilder::new();
-    layer
-        .file("usr/sbin/nginx", 0o755, super::programs::NGINX)
-        .dir("usr/share", 0o755)
-        .dir("usr/share/nginx", 0o755)
-        .dir("usr/share/nginx/html", 0o755)
-        .file("usr/share/nginx/html/index.html", 0o644, WEB_INDEX);
-    let config = ImageConfig {
-        cmd: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
-        exposed_ports: vec!["80/tcp".into()],
-        stop_signal: Some("SIGTERM".into()),
-        ..ImageConfig::default()
-    };
-    busybox_image(
-        config,
-        vec![(
-            layer.build(Compression::Gzip)?,
-            "yonggi-testimages: nginx stand-in",
-        )],
-    )
-}
-
-/// critest's `nonewprivs:1.3`: `/usr/local/bin/nnp`, setuid root, printing
-/// `Effective uid: N`; CMD `nnp`.
-pub fn nonewprivs_image() -> Result<Image, Error> {
-    let mut layer = LayerBuilder::new();
-    layer
-        .dir("usr/local", 0o755)
-        .dir("usr/local/bin", 0o755)
-        .file("usr/local/bin/nnp", 0o4755, super::programs::nnp_binary()?);
-    let config = ImageConfig {
-        cmd: vec!["nnp".into()],
-        ..ImageConfig::default()
-    };
-    busybox_image(
-        config,
-        vec![(
-            layer.build(Compression::Gzip)?,
-            "yonggi-testimages: setuid nnp",
         )],
     )
 }
@@ -501,88 +462,72 @@ fn hostile_images() -> Result<Vec<TestImage>, Error> {
     ])
 }
 
-/// Where critest looks (after registry mirrors map `registry.k8s.io` and
-/// `gcr.io` to the local registry); see /work/critest-images.md.
-pub mod critest {
-    pub const BUSYBOX: &str = "e2e-test-images/busybox";
-    pub const BUSYBOX_TAG: &str = "1.29-2";
-    pub const HTTPD: &str = "e2e-test-images/httpd";
-    pub const HTTPD_TAG: &str = "2.4.39-4";
-    pub const NGINX: &str = "e2e-test-images/nginx";
-    pub const NGINX_TAG: &str = "1.14-2";
-    pub const NONEWPRIVS: &str = "e2e-test-images/nonewprivs";
-    pub const NONEWPRIVS_TAG: &str = "1.3";
-    pub const CRI_TOOLS: &str = "k8s-staging-cri-tools";
-}
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
 
-fn critest_images() -> Result<Vec<TestImage>, Error> {
-    let tools = |name: &str| format!("{}/{name}", critest::CRI_TOOLS);
-    let mut out = vec![
-        test_image(
-            critest::BUSYBOX,
-            &[critest::BUSYBOX_TAG],
-            busybox_image(ImageConfig::default(), vec![])?,
-        ),
-        test_image(critest::HTTPD, &[critest::HTTPD_TAG], web_server_image(80)?),
-        test_image(critest::NGINX, &[critest::NGINX_TAG], nginx_image()?),
-        test_image(
-            critest::NONEWPRIVS,
-            &[critest::NONEWPRIVS_TAG],
-            nonewprivs_image()?,
-        ),
-        test_image(
-            &tools("hostnet-nginx-amd64"),
-            &["latest"],
-            web_server_image(12003)?,
-        ),
-        test_image(
-            &tools("test-image-predefined-group"),
-            &["latest"],
-            predefined_group_image()?,
-        ),
-        test_image(&tools("test-image-tag"), &["test"], marker_image("test")?),
-        test_image(&tools("test-image-tag"), &["all"], marker_image("all")?),
-        test_image(
-            &tools("test-image-latest"),
-            &["latest"],
-            marker_image("test-image-latest")?,
-        ),
-        // critest pulls this one by the upstream digest, which cannot be
-        // rebuilt here (skip "with digest"); pushed by tag for completeness.
-        test_image(
-            &tools("test-image-digest"),
-            &["latest"],
-            marker_image("test-image-digest")?,
-        ),
-        test_image(
-            &tools("test-image-tags"),
-            &["1", "2", "3"],
-            marker_image("same-image")?,
-        ),
-        test_image(
-            &tools("test-image-user-uid"),
-            &["latest"],
-            busybox_image(user("1002"), vec![])?,
-        ),
-        test_image(
-            &tools("test-image-user-username"),
-            &["latest"],
-            busybox_image(user("www-data"), vec![])?,
-        ),
-        test_image(
-            &tools("test-image-user-uid-group"),
-            &["latest"],
-            busybox_image(user("1003:1004"), vec![])?,
-        ),
-        test_image(
-            &tools("test-image-user-username-group"),
-            &["latest"],
-            busybox_image(user("www-data:1004"), vec![])?,
-        ),
-    ];
-    for n in 1..=3 {
-        let name = format!("test-image-{n}");
-        out.push(test_image(&tools(&name), &["latest"], marker_image(&name)?));
+    use super::*;
+
+    #[test]
+    fn bench_data_is_deterministic_and_incompressible() {
+        let mut one = vec![0u8; 64 * 1024];
+        let mut again = vec![0u8; 64 * 1024];
+        let mut other = vec![0u8; 64 * 1024];
+        fill_pseudo_random(&mut one, 1);
+        fill_pseudo_random(&mut again, 1);
+        fill_pseudo_random(&mut other, 2);
+        assert_eq!(one, again);
+        assert_ne!(one, other);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&one).expect("gzip");
+        let compressed = gz.finish().expect("gzip");
+        assert!(
+            compressed.len() >= one.len(),
+            "{} < {}",
+            compressed.len(),
+            one.len()
+        );
     }
-    Ok(out)
+
+    #[test]
+    fn repository_and_tag_pairs_are_unique_in_each_set() {
+        for set in [Set::All, Set::Critest, Set::Hostile] {
+            let mut seen = std::collections::BTreeSet::new();
+            for image in images(set).expect("set") {
+                for tag in &image.tags {
+                    assert!(
+                        seen.insert(format!("{}:{tag}", image.repository)),
+                        "{}:{tag} twice in {set:?}",
+                        image.repository
+                    );
+                }
+            }
+        }
+        let busybox = find(Set::All, names::BUSYBOX, "latest")
+            .expect("set")
+            .expect("busybox");
+        assert_eq!(busybox.artifact.images()[0].layers.len(), 1);
+        assert!(
+            find(Set::All, names::BUSYBOX, "no-such-tag")
+                .expect("set")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn multiarch_images_differ_in_config_and_marker_only() {
+        let index = multiarch_index(ManifestFormat::Oci).expect("index");
+        let [amd, arm] = [&index.images[0], &index.images[1]];
+        assert_eq!(
+            amd.layers[0].blob.digest, arm.layers[0].blob.digest,
+            "shared base"
+        );
+        assert_ne!(
+            amd.layers[1].blob.digest, arm.layers[1].blob.digest,
+            "marker"
+        );
+        assert_eq!(amd.config_json()["architecture"], "amd64");
+        assert_eq!(arm.config_json()["architecture"], "arm64");
+        assert_eq!(arm.config_json()["variant"], "v8");
+    }
 }

@@ -14,10 +14,13 @@
 //! - [`rootfs`]: the busybox base layer taken from the host.
 //! - [`programs`]: `pgrep`/`ipcs` scripts, an nginx stand-in, the setuid
 //!   `nnp` assembled from source.
-//! - [`catalog`]: the named test images and the critest set.
+//! - [`catalog`]: the named test images (`yonggi-test/...`).
+//! - [`critest`]: the same under critest's repository paths, plus its
+//!   nginx and nonewprivs.
 //! - [`push`]: pushing blobs, manifests and indexes.
 
 pub mod catalog;
+pub mod critest;
 pub mod image;
 pub mod layer;
 pub mod programs;

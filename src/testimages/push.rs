@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::{Client, Reference};
 use reqwest::header::HeaderValue;
 
 use super::image::{Artifact, Image};
@@ -66,8 +66,6 @@ impl Pusher {
         artifact: &Artifact,
     ) -> Result<String, Error> {
         let top = artifact.manifest();
-        let reference = self.reference(repository, &top.digest, true)?;
-        self.authenticate(&reference).await?;
         for image in artifact.images() {
             self.push_image_content(repository, image).await?;
         }
@@ -93,6 +91,7 @@ impl Pusher {
 
     /// Uploads one blob unless the repository already has it.
     pub async fn push_blob(&self, repository: &str, blob: &Blob) -> Result<(), Error> {
+        self.authenticate().await;
         let reference = self.reference(repository, &blob.digest, true)?;
         let wrap = |source| Error::Push {
             what: format!("blob {}", blob.digest),
@@ -150,6 +149,7 @@ impl Pusher {
         tag_or_digest: &str,
         manifest: &Blob,
     ) -> Result<(), Error> {
+        self.authenticate().await;
         let reference = self.reference(repository, tag_or_digest, tag_or_digest.contains(':'))?;
         let content_type = HeaderValue::from_static(manifest.media_type);
         self.client
@@ -163,27 +163,12 @@ impl Pusher {
         Ok(())
     }
 
-    /// Stores the credentials for this repository; `oci-client` keeps them
-    /// per repository and operation.
-    async fn authenticate(&self, reference: &Reference) -> Result<(), Error> {
+    /// Hands the credentials to `oci-client` for this registry; it then
+    /// answers the registry's challenges (Basic here) per repository.
+    async fn authenticate(&self) {
         self.client
-            .auth(reference, &self.auth, RegistryOperation::Push)
-            .await
-            .map_err(|source| Error::Push {
-                what: "credentials".into(),
-                reference: reference.whole(),
-                source,
-            })?;
-        // The existence checks are made as pulls.
-        self.client
-            .auth(reference, &self.auth, RegistryOperation::Pull)
-            .await
-            .map_err(|source| Error::Push {
-                what: "credentials".into(),
-                reference: reference.whole(),
-                source,
-            })?;
-        Ok(())
+            .store_auth_if_needed(&self.registry, &self.auth)
+            .await;
     }
 
     fn reference(

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod net;
 pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};

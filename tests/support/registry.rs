@@ -5,7 +5,12 @@
 //! ```ignore
 //! let registry = Registry::start();
 //! registry.push_test_images().await; // every image of Set::All
-//! // pull `{registry.host()}/yonggi-test/busybox:latest`
+//! let image = registry.reference(names::BUSYBOX, "latest"); // 127.0.0.1:PORT/yonggi-test/busybox:latest
+//! // or, for upstream names served from here:
+//! registry.push_set(Set::Critest).await;
+//! let daemon = Daemon::start_with(DaemonOptions {
+//!     extra_config: registry.mirror_config("registry.k8s.io"),
+//! });
 //! ```
 
 use std::io::{Read, Write};
@@ -166,6 +171,15 @@ impl Registry {
     /// Pushes every image of [`Set::All`] (`yonggi-test/...`).
     pub async fn push_test_images(&self) -> Vec<Published> {
         self.push_set(Set::All).await
+    }
+
+    /// yonggi config (TOML) that makes `upstream` (e.g. `registry.k8s.io`)
+    /// resolve from this registry only; for `DaemonOptions::extra_config`.
+    pub fn mirror_config(&self, upstream: &str) -> String {
+        format!(
+            "[registries.\"{upstream}\"]\nmirrors = [\"{}\"]\nmirrors_replace_upstream = true\n",
+            self.url()
+        )
     }
 
     /// `127.0.0.1:PORT/<repository>:<tag>`.
