@@ -174,7 +174,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             .await?;
     tracing::info!(address = %stream.address(), "streaming server listening");
     let cgroups = crate::runtime::cgroup::Cgroups::detect()?;
-    let pods = Arc::new(crate::pod::Service::new(config.clone(), store.clone(), cgroups).await?);
+    let pods = Arc::new(
+        crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups).await?,
+    );
     let services = Services {
         node,
         pods,

@@ -31,7 +31,8 @@ fn cgroup_dirs(suffix: &str) -> Vec<PathBuf> {
 }
 
 async fn holder_lands_in_sandbox_cgroup(driver: &str, parent: &str, leaf: impl Fn(&str) -> String) {
-    let daemon = pod_daemon(&format!("[cgroup]\ndriver = \"{driver}\"\n"));
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, &format!("[cgroup]\ndriver = \"{driver}\"\n"));
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let mut c = config("grouped");

@@ -15,7 +15,8 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_status_stop_remove_twice_each() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
 
@@ -113,10 +114,10 @@ async fn run_status_stop_remove_twice_each() {
     let host_port_start =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("host");
     assert_ne!(host_port_start.trim(), "81");
-    // The pod netns has only a loopback, and it is up.
+    // The pod netns has its loopback up and the CNI interface.
     let links = nsenter(&[&net_arg, "ip", "-o", "link", "show"]);
-    assert_eq!(links.lines().count(), 1, "{links}");
     assert!(links.contains("lo: <LOOPBACK,UP"), "{links}");
+    assert!(links.contains("eth0@"), "{links}");
     let shm = info_path(&st, "shm").expect("shm path");
     assert_eq!(
         mountinfo_mentions(&format!("{} ", shm.display())).len(),
@@ -158,7 +159,8 @@ async fn run_status_stop_remove_twice_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_filters_and_prefixes() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let mut ids = Vec::new();
@@ -221,7 +223,8 @@ async fn list_filters_and_prefixes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_is_reserved_until_removed() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let c = config("reserved");
@@ -243,7 +246,8 @@ async fn name_is_reserved_until_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sysctls_are_refused_and_leave_nothing() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let panic_before = std::fs::read_to_string("/proc/sys/kernel/panic").expect("panic");
@@ -303,7 +307,8 @@ async fn bad_sysctls_are_refused_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_handlers_come_from_the_config() {
-    let daemon = pod_daemon("[runtime_handlers.fast]\n");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "[runtime_handlers.fast]\n");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let err = rt
@@ -337,7 +342,8 @@ async fn runtime_handlers_come_from_the_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_network_pod_shares_the_node_network_and_name() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let mut c = config("hostnet");
@@ -396,7 +402,8 @@ async fn host_network_pod_shares_the_node_network_and_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_pid_namespace_has_a_holder_as_pid_1() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let mut c = config("sharepid");
@@ -471,7 +478,8 @@ async fn pods_survive_a_daemon_kill_and_lost_ones_turn_not_ready() {
     // The holder outlives the killed daemon and is re-parented; as a
     // subreaper this test reaps it, as init does on a node.
     nix::sys::prctl::set_child_subreaper(true).expect("subreaper");
-    let mut daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let mut daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let mut c = config("survivor");
@@ -528,7 +536,8 @@ async fn pods_survive_a_daemon_kill_and_lost_ones_turn_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_pods_at_once_leave_nothing() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let rt = daemon.runtime().await;
     let runs = (0..20).map(|i| {
@@ -595,7 +604,8 @@ async fn twenty_pods_at_once_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_are_refused() {
-    let daemon = pod_daemon("");
+    let net = TestNetwork::new();
+    let daemon = pod_daemon(&net, "");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
     let mut no_name = config("x");

@@ -58,6 +58,7 @@ fn pod_code(e: &PodError) -> Code {
         // The handler names something the runtime does not have, like an
         // unknown image; kubelet reports it on the pod either way.
         PodError::UnknownHandler(_) => Code::NotFound,
+        PodError::Network(e) => net_code(e),
         PodError::Cgroup(e) => match e.fault() {
             Fault::Input => Code::InvalidArgument,
             Fault::Unsupported => Code::FailedPrecondition,

@@ -3,7 +3,8 @@
 //! Run checks the request, reserves the pod's name, then sets up, in order:
 //! the state directory and its files, the namespaces (configured from
 //! inside: hostname, loopback, sysctls), the pod's `/dev/shm`, the sandbox
-//! cgroup, the PID-namespace holder; only then is the record written. Any failure undoes
+//! cgroup, the PID-namespace holder, the network (CNI ADD, then `/etc/hosts`
+//! with the pod IPs); only then is the record written. Any failure undoes
 //! what was done, in reverse (see `teardown.rs`), and releases the name, so a
 //! failed run leaves nothing.
 
@@ -13,8 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::files;
 use super::sandbox::{cgroup_file, holder_pid_file, ns_dir, own_namespaces};
-use super::spec::{CheckedSysctl, PidMode, PodSpec, check_sysctls};
+use super::spec::{CheckedSysctl, PidMode, PodSpec, Protocol, check_sysctls};
 use super::{Holder, PodError, PodState, Sandbox, Service};
+use crate::net::PodNetworkRequest;
 use crate::runtime::cgroup::CgroupPath;
 use crate::runtime::namespace::{self, NsKind, NsRequest, Sysctl, ns_file, ns_inode};
 use crate::runtime::{mount, pid_holder};
@@ -103,18 +105,65 @@ impl Service {
         cgroup: Option<CgroupPath>,
     ) -> Result<(), PodError> {
         let this = Arc::clone(self);
-        let pod = tokio::task::spawn_blocking(move || this.set_up(pod, &sysctls, cgroup))
+        let mut pod = tokio::task::spawn_blocking(move || this.set_up(pod, &sysctls, cgroup))
             .await
             .map_err(PodError::Task)??;
-        if let Err(e) = self.store.put(Bucket::Pods, &pod.id, &pod) {
+        let attached = self.attach_network(&mut pod).await;
+        let stored = attached.and_then(|()| Ok(self.store.put(Bucket::Pods, &pod.id, &pod)?));
+        if let Err(e) = stored {
             self.undo(pod).await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
 
-    /// Undoes a run that failed after its set-up.
+    /// CNI ADD for a pod with its own network namespace, then `/etc/hosts`
+    /// naming the pod by its IPs.
+    async fn attach_network(&self, pod: &mut Sandbox) -> Result<(), PodError> {
+        let Some(netns_path) = pod.netns_path() else {
+            return Ok(());
+        };
+        let meta = &pod.spec.metadata;
+        let request = PodNetworkRequest {
+            id: pod.id.clone(),
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            netns_path,
+            port_mappings: pod
+                .spec
+                .port_mappings
+                .iter()
+                .map(|p| crate::net::PortMapping {
+                    host_port: p.host_port,
+                    container_port: p.container_port,
+                    protocol: match p.protocol {
+                        Protocol::Tcp => crate::net::Protocol::Tcp,
+                        Protocol::Udp => crate::net::Protocol::Udp,
+                        Protocol::Sctp => crate::net::Protocol::Sctp,
+                    },
+                    host_ip: p.host_ip.clone(),
+                })
+                .collect(),
+        };
+        let network = self.net.setup(&request).await.map_err(PodError::Network)?;
+        pod.ips = network.ips.iter().map(|ip| ip.addr.to_string()).collect();
+        let hosts = files::hosts(&pod.spec.hostname, &pod.ips);
+        let path = pod.hosts_path();
+        files::write_atomic(&path, hosts.as_bytes()).map_err(|source| PodError::Io {
+            action: "write",
+            path,
+            source,
+        })
+    }
+
+    /// Undoes a run that failed after its set-up: network, then the rest.
     async fn undo(self: &Arc<Self>, pod: Sandbox) {
+        if pod.netns_path().is_some()
+            && let Err(e) = self.net.teardown(&pod.id).await
+        {
+            tracing::warn!(pod = %pod.id, error = %crate::cri::chain(&e), "rollback of a failed run: cni del failed");
+        }
         let this = Arc::clone(self);
         let id = pod.id.clone();
         let undone = tokio::task::spawn_blocking(move || this.destroy(&pod))

@@ -21,6 +21,7 @@ pub use sandbox::{Holder, PodState, Sandbox};
 pub use spec::{DnsConfig, Metadata, NamespaceModes, PidMode, PodSpec, PortMapping, Protocol};
 
 use crate::config::Config;
+use crate::net::NetError;
 use crate::runtime::cgroup::{CgroupError, Cgroups, Driver};
 use crate::runtime::mount::MountError;
 use crate::runtime::namespace::NsError;
@@ -45,6 +46,8 @@ pub enum PodError {
     Holder(#[source] HolderError),
     #[error("cannot set up the pod's mounts")]
     Mount(#[source] MountError),
+    #[error("pod network (cni)")]
+    Network(#[source] NetError),
     #[error("pod cgroup")]
     Cgroup(#[source] CgroupError),
     #[error("cannot {action} {path}")]
@@ -94,6 +97,7 @@ pub struct Filter {
 pub struct Service {
     config: Arc<Config>,
     store: Arc<Store>,
+    net: Arc<crate::net::Service>,
     cgroups: Cgroups,
     driver: Driver,
     /// Reservation key (name, namespace, uid, attempt) → the id holding it.
@@ -110,12 +114,14 @@ impl Service {
     pub async fn new(
         config: Arc<Config>,
         store: Arc<Store>,
+        net: Arc<crate::net::Service>,
         cgroups: Cgroups,
     ) -> Result<Service, PodError> {
         let service = Service {
             driver: Driver::from(config.effective_cgroup_driver()),
             config,
             store,
+            net,
             cgroups,
             names: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),

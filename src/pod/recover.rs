@@ -4,7 +4,7 @@
 //! do, until a reboot empties `state_dir`); a stored Ready pod whose
 //! namespace files are no longer nsfs mounts, or whose holder is gone,
 //! cannot work any more and becomes NotReady (kubelet then recreates it);
-//! a pod directory with no record is the remains of a
+//! a pod directory or a CNI attachment with no record is the remains of a
 //! run that crashed half-way, and is torn down.
 
 use super::sandbox::ns_dir;
@@ -29,6 +29,11 @@ impl Service {
                 continue;
             }
             tracing::warn!(pod = %id, "pod sandbox lost its namespaces (reboot?); marking it not ready");
+            if pod.netns_path().is_some()
+                && let Err(e) = self.net.teardown(&id).await
+            {
+                tracing::warn!(pod = %id, error = %crate::cri::chain(&e), "cni del of a lost pod failed");
+            }
             if let Err(e) = self.tear_down(&pod.dir, pod.holder, pod.cgroup.as_ref()) {
                 tracing::warn!(pod = %id, error = %crate::cri::chain(&e), "cannot clean up a lost pod");
             }
@@ -38,6 +43,20 @@ impl Service {
             self.store.put(Bucket::Pods, &id, &pod)?;
         }
         let known = |id: &str| pods.iter().any(|(known, _)| known == id);
+
+        match self.net.attached_ids() {
+            Ok(ids) => {
+                for id in ids.iter().filter(|id| !known(id)) {
+                    tracing::warn!(pod = %id, "releasing the network of an unfinished pod");
+                    if let Err(e) = self.net.teardown(id).await {
+                        tracing::warn!(pod = %id, error = %crate::cri::chain(&e), "cni del failed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::cri::chain(&e), "cannot list cni attachments");
+            }
+        }
 
         let dir = self.pods_dir();
         let entries = match std::fs::read_dir(&dir) {

@@ -1,7 +1,7 @@
 //! StopPodSandbox and RemovePodSandbox, and the one idempotent teardown
 //! that rollback, stop, remove and recovery share: each step checks what
 //! exists, so it can run any number of times, in the reverse order of
-//! set-up (holder, cgroup processes, shm, namespaces; then, on
+//! set-up (network, holder, cgroup processes, shm, namespaces; then, on
 //! remove, the cgroup and the directory).
 
 use std::path::Path;
@@ -27,7 +27,7 @@ impl Service {
     }
 
     /// Releases the pod's processes and mounts. Idempotent; what is already
-    /// gone is skipped.
+    /// gone is skipped. The network is released before (it is async).
     pub(super) fn tear_down(
         &self,
         dir: &Path,
@@ -66,7 +66,7 @@ impl Service {
         }
     }
 
-    /// Stops a pod: its processes and namespaces go, its record
+    /// Stops a pod: its network, processes and namespaces go, its record
     /// stays (NotReady) until removed. Stopping what is unknown or stopped
     /// succeeds.
     pub async fn stop(self: &Arc<Self>, id_or_prefix: &str) -> Result<(), PodError> {
@@ -84,6 +84,10 @@ impl Service {
         let Some(mut pod) = self.store.get::<Sandbox>(Bucket::Pods, id)? else {
             return Ok(());
         };
+        // DEL runs while the netns still exists, so plugins can clean inside.
+        if pod.netns_path().is_some() {
+            self.net.teardown(id).await.map_err(PodError::Network)?;
+        }
         let this = Arc::clone(self);
         let (dir, holder, cgroup) = (pod.dir.clone(), pod.holder, pod.cgroup.clone());
         tokio::task::spawn_blocking(move || this.tear_down(&dir, holder, cgroup.as_ref()))

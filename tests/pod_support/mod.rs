@@ -1,5 +1,5 @@
-//! Fixtures of the pod sandbox tests: a root-only daemon, CRI helpers, leak
-//! checks.
+//! Fixtures of the pod sandbox tests: a root-only daemon on a private pod
+//! network (`support::net::TestNetwork`), CRI helpers, leak checks.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -210,12 +210,26 @@ pub fn inode(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").ino()
 }
 
-/// A root-only daemon with `extra` config appended.
-pub fn pod_daemon(extra: &str) -> Daemon {
+pub use crate::support::net::TestNetwork;
+
+/// A root-only daemon on `net`, with `extra` config appended.
+pub fn pod_daemon(net: &TestNetwork, extra: &str) -> Daemon {
     crate::support::daemon::require_root();
     Daemon::start_with(DaemonOptions {
-        extra_config: extra.to_string(),
+        extra_config: format!("{}{extra}", net.config_toml()),
     })
+}
+
+/// Host ends of the veths on `bridge`.
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let dir = Path::new("/sys/class/net").join(bridge).join("brif");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// iptables rules that mention `needle` (CNI tags its rules with the pod id).
