@@ -119,10 +119,12 @@ async fn run_status_stop_remove_twice_each() {
     assert!(links.contains("lo: <LOOPBACK,UP"), "{links}");
     assert!(links.contains("eth0@"), "{links}");
     let shm = info_path(&st, "shm").expect("shm path");
-    assert_eq!(
-        mountinfo_mentions(&format!("{} ", shm.display())).len(),
-        1,
-        "shm mounted"
+    let shm_mounts = mountinfo_mentions(&format!("{} ", shm.display()));
+    assert_eq!(shm_mounts.len(), 1, "shm mounted once");
+    assert!(
+        shm_mounts[0].contains(" - tmpfs ") && shm_mounts[0].contains("size=65536k"),
+        "a 64M tmpfs: {}",
+        shm_mounts[0]
     );
     // Every thread of the daemon stayed in the host's namespaces.
     let host_net = inode(Path::new("/proc/self/ns/net"));
