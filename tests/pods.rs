@@ -313,6 +313,16 @@ async fn runtime_handlers_come_from_the_config() {
     let daemon = pod_daemon(&net, "[runtime_handlers.fast]\n");
     let _leftovers = Leftovers::of(&daemon);
     let mut rt = daemon.runtime().await;
+    let handlers: Vec<String> = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .runtime_handlers
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(handlers, vec![String::new(), "fast".to_string()]);
     let err = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config("h1")),
