@@ -153,3 +153,32 @@ async fn bad_cni_config_is_refused_and_leaves_nothing() {
     remove(&mut rt, &id).await;
     assert_gone(&daemon, &id, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_pod_reports_both_ips() {
+    let net = TestNetwork::dual_stack();
+    let daemon = pod_daemon(&net, "");
+    let _leftovers = Leftovers::of(&daemon);
+    let mut rt = daemon.runtime().await;
+    let id = run(&mut rt, config("dual")).await.expect("run");
+    let st = status(&mut rt, &id).await.expect("status");
+    let network = st.status.and_then(|s| s.network).expect("network status");
+    let primary: IpAddr = network.ip.parse().expect("primary ip");
+    assert!(primary.is_ipv4(), "IPv4 first: {primary}");
+    let extra: Vec<IpAddr> = network
+        .additional_ips
+        .iter()
+        .map(|ip| ip.ip.parse().expect("additional ip"))
+        .collect();
+    assert_eq!(extra.len(), 1, "{extra:?}");
+    assert!(extra[0].is_ipv6(), "{extra:?}");
+    for ip in std::iter::once(primary).chain(extra) {
+        assert!(
+            net.cidrs().iter().any(|c| c.contains(ip)),
+            "{ip} not in {}",
+            net.pod_cidr
+        );
+    }
+    remove(&mut rt, &id).await;
+    assert_gone(&daemon, &id, None);
+}
