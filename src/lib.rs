@@ -10,6 +10,7 @@ pub mod logging;
 pub mod monitor;
 pub mod net;
 pub mod node;
+pub mod pod;
 pub mod runtime;
 pub mod snapshot;
 pub mod state;

@@ -45,6 +45,19 @@ enum Command {
         /// The exec spec (JSON `runtime::exec::ExecSpec`).
         spec: PathBuf,
     },
+    /// Internal: PID 1 of a pod's PID namespace (started by `serve`).
+    #[command(name = "pod-init", hide = true)]
+    PodInit {
+        /// Network namespace file to join.
+        #[arg(long)]
+        net: Option<PathBuf>,
+        /// IPC namespace file to join.
+        #[arg(long)]
+        ipc: Option<PathBuf>,
+        /// UTS namespace file to join.
+        #[arg(long)]
+        uts: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -65,6 +78,14 @@ fn main() -> ExitCode {
         Command::Monitor { state_dir } => yonggi::monitor::main(&state_dir),
         // Before any runtime or thread: it joins a mount namespace and forks.
         Command::Exec { spec } => yonggi::runtime::exec::main(&spec),
+        // Single-threaded: no async runtime exists in this mode, ever.
+        Command::PodInit { net, ipc, uts } => {
+            yonggi::runtime::pid_holder::run(&yonggi::runtime::pid_holder::HolderArgs {
+                net,
+                ipc,
+                uts,
+            })
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Linux backend: the only place that talks to the kernel directly
 //! (namespaces, mounts, `pivot_root`, credentials, capabilities, exec,
-//! cgroups). The only home of `unsafe`.
+//! cgroups), and the only home of `unsafe` (each module that needs it opts
+//! in). Knows nothing of the CRI.
 //!
 //! A container is described by an OCI runtime [`Spec`](oci_spec::runtime::Spec)
 //! that the container service builds from the CRI config and the image
@@ -17,8 +18,11 @@ pub mod channel;
 mod devices;
 pub mod exec;
 mod init;
+pub mod mount;
 mod mounts;
+pub mod namespace;
 pub mod path;
+pub mod pid_holder;
 mod process;
 mod rootfs;
 pub mod spawn;
