@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod container;
 pub mod cri;
 pub mod daemon;
 pub mod logging;

@@ -1,0 +1,432 @@
+//! What a container is asked to be, in domain terms (the CRI layer fills it
+//! in from the request and the image), and the OCI runtime spec built from
+//! it with Kubernetes' merge rules: `command` replaces the image entrypoint,
+//! `args` replace its cmd (and a `command` alone drops the image cmd), the
+//! request's env overrides the image's by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
+    MountBuilder, ProcessBuilder, Root, Spec, UserBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use super::ContainerError;
+use crate::pod::Sandbox;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    pub attempt: u32,
+}
+
+/// The image a container runs, as the image service resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ImageInfo {
+    /// `sha256:<hex>` of the image config.
+    pub id: String,
+    /// The reference the request named (kubelet shows it back).
+    pub reference: String,
+    /// Unpacked layers, lowest first.
+    pub layer_dirs: Vec<PathBuf>,
+    pub user: String,
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    pub stop_signal: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    Private,
+    /// rslave
+    HostToContainer,
+    /// rshared
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    pub readonly: bool,
+    pub recursive_read_only: bool,
+    pub propagation: Propagation,
+}
+
+/// LinuxContainerResources in cgroup terms; `None`/0 means unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerResources {
+    pub cpu_period: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub memory_limit: Option<i64>,
+    pub memory_swap_limit: Option<i64>,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    /// (page size like `2MB`, bytes)
+    pub hugepages: Vec<(String, u64)>,
+    pub unified: BTreeMap<String, String>,
+}
+
+impl ContainerResources {
+    pub fn cgroup(&self) -> crate::runtime::cgroup::Resources {
+        crate::runtime::cgroup::Resources {
+            cpu_shares: self.cpu_shares,
+            cpu_quota: self.cpu_quota,
+            cpu_period: self.cpu_period,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            memory_limit: self.memory_limit,
+            memory_swap: self.memory_swap_limit,
+            hugepage_limits: self
+                .hugepages
+                .iter()
+                .map(|(page_size, limit)| crate::runtime::cgroup::HugepageLimit {
+                    page_size: page_size.clone(),
+                    limit: *limit,
+                })
+                .collect(),
+            unified: self.unified.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Everything CreateContainer asked for, stored as given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub metadata: Metadata,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<VolumeMount>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the pod's log directory.
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub resources: ContainerResources,
+    /// Numeric uid asked for (run_as_user), else the image's user applies.
+    pub run_as_user: Option<u32>,
+    pub run_as_username: String,
+    pub run_as_group: Option<u32>,
+    pub supplemental_groups: Vec<u32>,
+    pub privileged: bool,
+    pub readonly_rootfs: bool,
+}
+
+/// The process to run: command line, env and cwd after the merge rules.
+pub(super) fn argv(spec: &ContainerSpec, image: &ImageInfo) -> Result<Vec<String>, ContainerError> {
+    let (entrypoint, cmd) = if !spec.command.is_empty() {
+        (spec.command.clone(), spec.args.clone())
+    } else if !spec.args.is_empty() {
+        (image.entrypoint.clone(), spec.args.clone())
+    } else {
+        (image.entrypoint.clone(), image.cmd.clone())
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(ContainerError::NoCommand(image.reference.clone()));
+    }
+    Ok(argv)
+}
+
+pub(super) fn env(spec: &ContainerSpec, image: &ImageInfo) -> Vec<String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| match out.iter_mut().find(|(key, _)| key == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => out.push((k.to_string(), v.to_string())),
+    };
+    set(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    for kv in &image.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for (k, v) in &spec.envs {
+        set(k, v);
+    }
+    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// uid, gid and extra gids: the request's, else the image's USER, looked up
+/// in the rootfs's `/etc/passwd` and `/etc/group` when it is a name.
+pub(super) fn user(
+    spec: &ContainerSpec,
+    image: &ImageInfo,
+    rootfs: &Path,
+) -> Result<(u32, u32, Vec<u32>), ContainerError> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let lookup_user = |name: &str| -> Option<(u32, u32)> {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == name)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+    };
+    let gid_of_uid = |uid: u32| -> u32 {
+        passwd
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid))
+                    .then(|| f[3].parse().ok())
+                    .flatten()
+            })
+            .unwrap_or(0)
+    };
+    let unknown = |u: &str| ContainerError::UnknownUser(u.to_string());
+    let (uid, mut gid) = if let Some(uid) = spec.run_as_user {
+        (uid, gid_of_uid(uid))
+    } else if !spec.run_as_username.is_empty() {
+        lookup_user(&spec.run_as_username).ok_or_else(|| unknown(&spec.run_as_username))?
+    } else if image.user.is_empty() {
+        (0, 0)
+    } else {
+        let (u, g) = image
+            .user
+            .split_once(':')
+            .map_or((image.user.as_str(), None), |(u, g)| (u, Some(g)));
+        let (uid, gid) = match u.parse::<u32>() {
+            Ok(uid) => (uid, gid_of_uid(uid)),
+            Err(_) => lookup_user(u).ok_or_else(|| unknown(u))?,
+        };
+        let gid = match g {
+            None => gid,
+            Some(g) => match g.parse::<u32>() {
+                Ok(g) => g,
+                Err(_) => group_id(rootfs, g).ok_or_else(|| unknown(&image.user))?,
+            },
+        };
+        (uid, gid)
+    };
+    if let Some(g) = spec.run_as_group {
+        gid = g;
+    }
+    Ok((uid, gid, spec.supplemental_groups.clone()))
+}
+
+fn group_id(rootfs: &Path, name: &str) -> Option<u32> {
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).ok()?;
+    group.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[0] == name)
+            .then(|| f[2].parse().ok())
+            .flatten()
+    })
+}
+
+fn bind(dest: &str, source: &Path, options: &[&str]) -> Result<Mount, ContainerError> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(ContainerError::Spec)
+}
+
+/// The OCI spec of the container: the request merged over the image, in the
+/// pod's namespaces.
+pub(super) fn build(
+    spec: &ContainerSpec,
+    image: &ImageInfo,
+    pod: &Sandbox,
+    rootfs: &Path,
+) -> Result<Spec, ContainerError> {
+    let (uid, gid, additional) = user(spec, image, rootfs)?;
+    let cwd = if !spec.working_dir.is_empty() {
+        spec.working_dir.clone()
+    } else if !image.working_dir.is_empty() {
+        image.working_dir.clone()
+    } else {
+        "/".to_string()
+    };
+    let caps = crate::runtime::default_capabilities();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()
+        .map_err(ContainerError::Spec)?;
+    let process = ProcessBuilder::default()
+        .terminal(spec.tty)
+        .args(argv(spec, image)?)
+        .env(env(spec, image))
+        .cwd(cwd)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .additional_gids(additional)
+                .build()
+                .map_err(ContainerError::Spec)?,
+        )
+        .capabilities(capabilities)
+        .no_new_privileges(false)
+        .build()
+        .map_err(ContainerError::Spec)?;
+
+    let mut mounts: Vec<Mount> = Spec::default().mounts().clone().unwrap_or_default();
+    let taken = |mounts: &[Mount], dest: &str| {
+        spec.mounts.iter().any(|m| m.container_path == dest)
+            || mounts.iter().any(|m| m.destination() == Path::new(dest))
+    };
+    let mut etc = vec![
+        ("/etc/hosts", pod.hosts_path()),
+        ("/etc/resolv.conf", pod.resolv_conf_path()),
+    ];
+    if pod.uts_ns_path().is_some() {
+        etc.push(("/etc/hostname", pod.hostname_path()));
+    }
+    for (dest, src) in etc {
+        if !taken(&mounts, dest) && src.exists() {
+            mounts.push(bind(dest, &src, &["rbind", "rprivate", "rw"])?);
+        }
+    }
+    if let Some(shm) = pod.shm_path() {
+        mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
+        mounts.push(bind("/dev/shm", &shm, &["rbind", "rprivate", "rw"])?);
+    }
+    for m in &spec.mounts {
+        let mut options = vec!["rbind"];
+        options.push(match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        });
+        options.push(if m.readonly { "ro" } else { "rw" });
+        mounts.retain(|x| x.destination() != Path::new(&m.container_path));
+        mounts.push(bind(&m.container_path, &m.host_path, &options)?);
+    }
+
+    let ns = |typ, path: Option<PathBuf>| {
+        let mut b = LinuxNamespaceBuilder::default().typ(typ);
+        if let Some(p) = path {
+            b = b.path(p);
+        }
+        b.build().map_err(ContainerError::Spec)
+    };
+    let mut namespaces = vec![
+        ns(LinuxNamespaceType::Mount, None)?,
+        ns(LinuxNamespaceType::Cgroup, None)?,
+    ];
+    if let Some(p) = pod.netns_path() {
+        namespaces.push(ns(LinuxNamespaceType::Network, Some(p))?);
+    }
+    if let Some(p) = pod.ipc_ns_path() {
+        namespaces.push(ns(LinuxNamespaceType::Ipc, Some(p))?);
+    }
+    if let Some(p) = pod.uts_ns_path() {
+        namespaces.push(ns(LinuxNamespaceType::Uts, Some(p))?);
+    }
+    match pod.spec.namespaces.pid {
+        crate::pod::PidMode::Pod => {
+            namespaces.push(ns(LinuxNamespaceType::Pid, pod.pid_ns_path())?);
+        }
+        crate::pod::PidMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
+        crate::pod::PidMode::Node => {}
+    }
+    let default_linux = Spec::default().linux().clone().unwrap_or_default();
+    let mut linux = LinuxBuilder::default().namespaces(namespaces);
+    if !spec.privileged {
+        if let Some(masked) = default_linux.masked_paths() {
+            linux = linux.masked_paths(masked.clone());
+        }
+        if let Some(ro) = default_linux.readonly_paths() {
+            linux = linux.readonly_paths(ro.clone());
+        }
+    }
+    let linux = linux.build().map_err(ContainerError::Spec)?;
+
+    let mut root = Root::default();
+    root.set_path(rootfs.to_path_buf());
+    root.set_readonly(Some(spec.readonly_rootfs));
+    let mut out = Spec::default();
+    out.set_root(Some(root));
+    out.set_process(Some(process));
+    out.set_mounts(Some(mounts));
+    out.set_linux(Some(linux));
+    out.set_hostname(None);
+    if let Some(anns) = (!spec.annotations.is_empty()).then(|| {
+        spec.annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }) {
+        out.set_annotations(Some(anns));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &[&str], args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            metadata: Metadata {
+                name: "c".into(),
+                attempt: 0,
+            },
+            image: "img".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            working_dir: String::new(),
+            envs: vec![("B".into(), "req".into()), ("C".into(), "new".into())],
+            mounts: vec![],
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            log_path: "c.log".into(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+            resources: ContainerResources::default(),
+            run_as_user: None,
+            run_as_username: String::new(),
+            run_as_group: None,
+            supplemental_groups: vec![],
+            privileged: false,
+            readonly_rootfs: false,
+        }
+    }
+
+    fn image() -> ImageInfo {
+        ImageInfo {
+            entrypoint: vec!["/ep".into()],
+            cmd: vec!["default".into()],
+            env: vec!["A=img".into(), "B=img".into()],
+            ..ImageInfo::default()
+        }
+    }
+
+    #[test]
+    fn kubernetes_merge_rules() {
+        let img = image();
+        let a = |c: &[&str], r: &[&str]| argv(&spec(c, r), &img).expect("argv");
+        assert_eq!(a(&[], &[]), ["/ep", "default"]);
+        assert_eq!(a(&[], &["x"]), ["/ep", "x"]);
+        assert_eq!(a(&["/bin/sh"], &[]), ["/bin/sh"]);
+        assert_eq!(a(&["/bin/sh"], &["-c", "x"]), ["/bin/sh", "-c", "x"]);
+        let none = ImageInfo::default();
+        assert!(argv(&spec(&[], &[]), &none).is_err());
+        let e = env(&spec(&[], &[]), &img);
+        assert!(e.contains(&"A=img".to_string()));
+        assert!(e.contains(&"B=req".to_string()));
+        assert!(e.contains(&"C=new".to_string()));
+        assert!(!e.contains(&"B=img".to_string()));
+    }
+}
