@@ -19,6 +19,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::cri::{self, Services};
+use crate::image::{self, ImageError};
 use crate::node::{Node, NodeError};
 use crate::state::{Store, StoreError};
 
@@ -66,6 +67,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -156,7 +159,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _lock = take_lock(&config.socket)?;
     let store = Arc::new(Store::open(&config.root)?);
     let node = Arc::new(Node::new(config.clone(), store.clone())?);
-    let services = Services { node };
+    let images = image::Service::new(config.clone(), store.clone())?;
+    let services = Services { node, images };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;

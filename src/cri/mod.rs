@@ -4,6 +4,7 @@
 
 mod error;
 mod image;
+mod images;
 mod runtime;
 mod runtime_info;
 
@@ -22,6 +23,7 @@ use crate::node::Node;
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub images: crate::image::Service,
 }
 
 /// The two tonic services, ready to add to a server.
