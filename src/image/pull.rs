@@ -213,7 +213,10 @@ async fn resolve(
     reference: &Reference,
     auth: Auth,
 ) -> Result<Resolved, ImageError> {
+    // Which failure to report when every endpoint failed: a refusal of the
+    // credentials says most, then "not there", then the last other error.
     let mut not_found = Vec::new();
+    let mut denied = None;
     let mut last_error = None;
     for endpoint in registry::endpoints(&inner.config, &reference.registry) {
         let base = endpoint.base.clone();
@@ -237,17 +240,28 @@ async fn resolve(
                 tracing::debug!(endpoint = %base, image = %reference, error = %crate::cri::chain(&e), "endpoint failed");
                 if registry::is_not_found(&e) {
                     not_found.push(base);
+                } else if matches!(
+                    e,
+                    ImageError::Unauthorized { .. } | ImageError::Forbidden { .. }
+                ) {
+                    denied.get_or_insert(e);
                 } else {
                     last_error = Some(e);
                 }
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ImageError::NotFound {
-        what: reference.to_string(),
-        registry: reference.registry.clone(),
-        tried: not_found.join(", "),
-    }))
+    if let Some(denied) = denied {
+        return Err(denied);
+    }
+    match last_error {
+        Some(error) if not_found.is_empty() => Err(error),
+        _ => Err(ImageError::NotFound {
+            what: reference.to_string(),
+            registry: reference.registry.clone(),
+            tried: not_found.join(", "),
+        }),
+    }
 }
 
 type Documents = Vec<(Digest, Vec<u8>)>;
