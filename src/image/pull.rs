@@ -339,7 +339,9 @@ async fn ensure_blob(
     blob: &Blob,
     cancel: &Cancel,
 ) -> Result<PathBuf, ImageError> {
-    let lock = inner.locks.get(blob.digest.as_str());
+    // Keys are prefixed: an uncompressed layer's blob digest is its diff ID,
+    // which is also the chain ID of a first layer.
+    let lock = inner.locks.get(&format!("blob {}", blob.digest));
     let _held = cancel.guard(async { Ok(lock.lock().await) }).await?;
     let path = inner.layout.blob(&blob.digest);
     if inner.layout.has_blob(&blob.digest, blob.size) {
@@ -384,7 +386,7 @@ async fn ensure_layer(
     downloads: &Semaphore,
     cancel: &Cancel,
 ) -> Result<(), ImageError> {
-    let lock = inner.locks.get(chain_id.as_str());
+    let lock = inner.locks.get(&format!("layer {chain_id}"));
     let _held = cancel.guard(async { Ok(lock.lock().await) }).await?;
     let dest = inner.layout.layer(chain_id);
     if dest.is_dir() {
