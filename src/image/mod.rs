@@ -366,3 +366,73 @@ fn usage(dir: &Path, seen: &mut HashSet<(u64, u64)>) -> Result<(u64, u64), Image
     }
     Ok((bytes, inodes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(dir: &Path) -> Service {
+        let config = Config {
+            root: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let store = Arc::new(Store::open(dir).expect("store"));
+        Service::new(Arc::new(config), store).expect("service")
+    }
+
+    fn image(n: u8, tags: &[&str], layer: &Digest) -> Image {
+        Image {
+            id: Digest::of(&[n]).to_string(),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: vec![format!("docker.io/library/x@{}", Digest::of(&[n, n]))],
+            size: 1,
+            config: RunConfig::default(),
+            chain_ids: vec![layer.to_string()],
+            blobs: vec![],
+            layers_root: PathBuf::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tag_moves_to_the_newer_image() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path());
+        let layer = Digest::of(b"layer");
+        s.inner
+            .commit(image(1, &["docker.io/library/x:latest", "docker.io/library/x:1"], &layer))
+            .expect("commit");
+        s.inner
+            .commit(image(2, &["docker.io/library/x:latest"], &layer))
+            .expect("commit");
+        let old = s.resolve("x:1").expect("resolve").expect("old image");
+        assert_eq!(old.repo_tags, vec!["docker.io/library/x:1"]);
+        let new = s.resolve("x").expect("resolve").expect("new image");
+        assert_eq!(new.id, Digest::of(&[2]).to_string());
+        assert_eq!(new.layer_dirs(), vec![s.inner.layout.layer(&layer)]);
+    }
+
+    #[tokio::test]
+    async fn a_lease_keeps_layers_after_the_image_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path());
+        let layer = Digest::of(b"layer");
+        std::fs::create_dir_all(s.inner.layout.layer(&layer).join("bin")).expect("layer dir");
+        s.inner
+            .commit(image(1, &["docker.io/library/x:latest"], &layer))
+            .expect("commit");
+        let img = s.resolve("x").expect("resolve").expect("image");
+        s.lease("container-1", &img).expect("lease");
+
+        s.remove("x").await.expect("remove");
+        assert!(s.resolve("x").expect("resolve").is_none());
+        assert!(img.layer_dirs()[0].is_dir(), "leased layer kept");
+        s.remove("x").await.expect("removing again succeeds");
+
+        // The lease survives a restart of the service.
+        drop(s);
+        let s = service(dir.path());
+        assert!(img.layer_dirs()[0].is_dir(), "lease is durable");
+        s.release("container-1").await.expect("release");
+        assert!(!img.layer_dirs()[0].exists(), "collected after release");
+    }
+}

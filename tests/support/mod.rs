@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod proxy;
 
 pub use daemon::{Daemon, DaemonOptions};
