@@ -10,6 +10,8 @@ packages=(
   busybox                      # dynamically linked busybox: the base of the test images
   iproute2                     # ip netns / link, used by tests to check for leaks
   iptables                     # the portmap CNI plugin needs it for host ports
+  binutils                     # as + ld: assemble the setuid `nnp` of the critest nonewprivs image
+  curl                         # hack/critest.sh polls the registry
 )
 
 missing=()

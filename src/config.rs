@@ -283,11 +283,11 @@ impl Config {
                 ));
             }
         }
-        if parse_cidr(&self.network.pod_cidr).is_none() {
+        if parse_cidr_list(&self.network.pod_cidr).is_none() {
             return Err(invalid(
                 "network.pod_cidr",
                 format!(
-                    "{:?} is not an IP network like 10.244.0.0/24",
+                    "{:?} is not an IP network like 10.244.0.0/24 (or an IPv4,IPv6 pair)",
                     self.network.pod_cidr
                 ),
             ));
@@ -327,6 +327,17 @@ pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
     let len: u8 = len.parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     (len <= max).then_some((addr, len))
+}
+
+/// Parses kubelet's pod CIDR form: one network, or an IPv4 and an IPv6
+/// network joined by a comma (dual stack). `None` when malformed.
+pub fn parse_cidr_list(text: &str) -> Option<Vec<(std::net::IpAddr, u8)>> {
+    let cidrs: Vec<_> = text
+        .split(',')
+        .map(|c| parse_cidr(c.trim()))
+        .collect::<Option<_>>()?;
+    let v4 = cidrs.iter().filter(|(a, _)| a.is_ipv4()).count();
+    (v4 <= 1 && cidrs.len() - v4 <= 1).then_some(cidrs)
 }
 
 #[cfg(test)]
@@ -399,5 +410,11 @@ mod tests {
         assert!(parse_cidr("fd00::/64").is_some());
         assert!(parse_cidr("10.1.0.0").is_none());
         assert!(parse_cidr("10.1.0.0/33").is_none());
+        assert_eq!(
+            parse_cidr_list("10.1.0.0/16, fd00::/64").map(|l| l.len()),
+            Some(2)
+        );
+        assert!(parse_cidr_list("10.1.0.0/16,10.2.0.0/16").is_none());
+        assert!(parse_cidr_list("10.1.0.0/16,").is_none());
     }
 }

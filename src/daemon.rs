@@ -69,6 +69,10 @@ pub enum DaemonError {
     Node(#[from] NodeError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Stream(#[from] crate::stream::StreamError),
+    #[error("cannot start pod networking")]
+    Net(#[from] crate::net::NetError),
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -159,8 +163,22 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _lock = take_lock(&config.socket)?;
     let store = Arc::new(Store::open(&config.root)?);
     let node = Arc::new(Node::new(config.clone(), store.clone())?);
+    let net = Arc::new(crate::net::Service::new(config.clone(), node.clone())?);
+    let released = net.release_stale().await?;
+    if !released.is_empty() {
+        tracing::info!(pods = ?released, "released the networks of pods whose netns is gone");
+    }
+    let stream =
+        crate::stream::Service::start(&config.streaming, Arc::new(crate::stream::NoContainers))
+            .await?;
+    tracing::info!(address = %stream.address(), "streaming server listening");
     let images = image::Service::new(config.clone(), store.clone())?;
-    let services = Services { node, images };
+    let services = Services {
+        node,
+        images,
+        net,
+        stream: Arc::new(stream),
+    };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;

@@ -8,5 +8,12 @@ pub mod cri;
 pub mod daemon;
 pub mod image;
 pub mod logging;
+pub mod net;
 pub mod node;
+pub mod runtime;
 pub mod state;
+pub mod stream;
+/// Test and operations tooling (test images, pushing them); not used by the
+/// runtime itself.
+#[doc(hidden)]
+pub mod testimages;

@@ -15,7 +15,7 @@ const POD_CIDR_KEY: &str = "pod_cidr";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("pod CIDR {0:?} is not an IP network like 10.244.0.0/24")]
+    #[error("pod CIDR {0:?} is not an IP network like 10.244.0.0/24 (or an IPv4,IPv6 pair)")]
     BadPodCidr(String),
     #[error("cannot persist node settings")]
     Store(#[from] StoreError),
@@ -69,7 +69,7 @@ impl Node {
         if cidr.is_empty() {
             return Ok(());
         }
-        if crate::config::parse_cidr(cidr).is_none() {
+        if crate::config::parse_cidr_list(cidr).is_none() {
             return Err(NodeError::BadPodCidr(cidr.to_string()));
         }
         self.store.put(Bucket::Runtime, POD_CIDR_KEY, &cidr)?;
@@ -79,6 +79,7 @@ impl Node {
     }
 
     pub fn conditions(&self) -> Vec<Condition> {
+        let network = crate::net::readiness(&self.config, &self.pod_cidr());
         vec![
             Condition {
                 kind: "RuntimeReady",
@@ -88,9 +89,9 @@ impl Node {
             },
             Condition {
                 kind: "NetworkReady",
-                ready: false,
-                reason: "NetworkPluginNotReady".to_string(),
-                message: "yonggi: pod networking (CNI) is not built yet".to_string(),
+                ready: network.ready,
+                reason: network.reason,
+                message: network.message,
             },
         ]
     }
@@ -113,6 +114,8 @@ mod tests {
                 Err(NodeError::BadPodCidr(_))
             ));
             node.set_pod_cidr("").expect("empty is a no-op");
+            node.set_pod_cidr("10.98.0.0/16,fd00:98::/64")
+                .expect("dual-stack pair");
             node.set_pod_cidr("10.99.0.0/16").expect("valid cidr");
         }
         let store = Arc::new(Store::open(dir.path()).expect("reopen"));

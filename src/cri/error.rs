@@ -9,8 +9,10 @@ use std::time::Instant;
 use tonic::{Code, Response, Status};
 
 use crate::image::ImageError;
+use crate::net::NetError;
 use crate::node::NodeError;
 use crate::state::StoreError;
+use crate::stream::{BackendError, StreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,6 +29,10 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 impl Error {
@@ -37,6 +43,8 @@ impl Error {
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
             Error::Image(e) => image_code(e),
+            Error::Stream(e) => stream_code(e),
+            Error::Net(e) => net_code(e),
         }
     }
 }
@@ -57,6 +65,43 @@ fn image_code(err: &ImageError) -> Code {
         ImageError::Verify { .. } => Code::DataLoss,
         ImageError::Cancelled => Code::Cancelled,
         ImageError::Io { .. } | ImageError::Task(_) | ImageError::Store(_) => Code::Internal,
+    }
+}
+
+fn stream_code(err: &StreamError) -> Code {
+    match err {
+        StreamError::TooManyPending(_) => Code::ResourceExhausted,
+        StreamError::Bind { .. } | StreamError::Random(_) => Code::Internal,
+        StreamError::Backend(e) => match e {
+            BackendError::ContainerNotFound(_) | BackendError::PodNotFound(_) => Code::NotFound,
+            BackendError::ContainerNotRunning(_) | BackendError::PodNotReady(_) => {
+                Code::FailedPrecondition
+            }
+            BackendError::Start { .. }
+            | BackendError::Attach { .. }
+            | BackendError::Connect { .. }
+            | BackendError::Io(_) => Code::Internal,
+        },
+    }
+}
+
+fn net_code(err: &NetError) -> Code {
+    match err {
+        NetError::InvalidRequest { .. } => Code::InvalidArgument,
+        NetError::NotAttached { .. } => Code::NotFound,
+        NetError::ConfRead { .. }
+        | NetError::ConfInvalid { .. }
+        | NetError::PluginNotFound { .. }
+        | NetError::HostConflict(_) => Code::FailedPrecondition,
+        NetError::PluginTimeout { .. } => Code::DeadlineExceeded,
+        NetError::PluginExec { .. }
+        | NetError::PluginFailed { .. }
+        | NetError::PluginCrashed { .. }
+        | NetError::BadResult { .. }
+        | NetError::Masquerade { .. }
+        | NetError::Loopback { .. }
+        | NetError::Cache { .. }
+        | NetError::CacheCorrupt { .. } => Code::Internal,
     }
 }
 
@@ -117,6 +162,12 @@ mod tests {
         assert!(status.message().contains("RunPodSandbox"));
         let status = Status::from(Error::Node(NodeError::BadPodCidr("x".into())));
         assert_eq!(status.code(), Code::InvalidArgument);
+        let status = Status::from(Error::Net(NetError::PluginNotFound {
+            plugin: "bridge".into(),
+            dirs: "/opt/cni/bin".into(),
+        }));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("bridge"));
     }
 
     #[test]

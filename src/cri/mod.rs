@@ -7,6 +7,7 @@ mod image;
 mod images;
 mod runtime;
 mod runtime_info;
+mod streaming;
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ use crate::node::Node;
 pub struct Services {
     pub node: Arc<Node>,
     pub images: crate::image::Service,
+    pub stream: Arc<crate::stream::Service>,
+    pub net: Arc<crate::net::Service>,
 }
 
 /// The two tonic services, ready to add to a server.

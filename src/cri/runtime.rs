@@ -7,7 +7,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{Error, Services, observe, runtime_info};
+use super::{Error, Services, observe, runtime_info, streaming};
 
 pub struct RuntimeApi {
     s: Services,
@@ -170,25 +170,26 @@ impl RuntimeService for RuntimeApi {
 
     async fn exec(
         &self,
-        _req: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        observe("Exec", async { Err(Error::Unimplemented("Exec")) }).await
+        observe("Exec", streaming::exec(&self.s, req.into_inner())).await
     }
 
     async fn attach(
         &self,
-        _req: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        observe("Attach", async { Err(Error::Unimplemented("Attach")) }).await
+        observe("Attach", streaming::attach(&self.s, req.into_inner())).await
     }
 
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        observe("PortForward", async {
-            Err(Error::Unimplemented("PortForward"))
-        })
+        observe(
+            "PortForward",
+            streaming::port_forward(&self.s, req.into_inner()),
+        )
         .await
     }
 

@@ -399,7 +399,11 @@ mod tests {
         let s = service(dir.path());
         let layer = Digest::of(b"layer");
         s.inner
-            .commit(image(1, &["docker.io/library/x:latest", "docker.io/library/x:1"], &layer))
+            .commit(image(
+                1,
+                &["docker.io/library/x:latest", "docker.io/library/x:1"],
+                &layer,
+            ))
             .expect("commit");
         s.inner
             .commit(image(2, &["docker.io/library/x:latest"], &layer))

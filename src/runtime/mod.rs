@@ -1,0 +1,3 @@
+//! The Linux backend: the only place that talks to the kernel directly.
+
+pub mod cgroup;
