@@ -6,6 +6,8 @@
 # temp root and socket. Prints wall time, MB/s (compressed bytes) and the ratio.
 #
 # Usage (root): hack/bench-pull.sh [runs]   (default 3 runs each, best reported)
+# YONGGI_BIN_DIR=DIR uses prebuilt `yonggi` and `yonggi-testimages` from DIR
+# instead of `cargo build --release`.
 # A benchmark, not a test: it prints figures and never fails on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +24,12 @@ if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd >/dev/null
 fi
 
-cargo build --release --locked --bin yonggi --bin yonggi-testimages >&2
-bin="$PWD/target/release"
+if [ -n "${YONGGI_BIN_DIR:-}" ]; then
+  bin="$YONGGI_BIN_DIR"
+else
+  cargo build --release --locked --bin yonggi --bin yonggi-testimages >&2
+  bin="$PWD/target/release"
+fi
 
 work="$(mktemp -d /tmp/yonggi-bench.XXXXXX)"
 pids=()
@@ -84,9 +90,14 @@ TOML
   wait_for "$dir/run/yonggi.sock"
   local start end
   start="$(now)"
-  crictl --runtime-endpoint "unix://$dir/run/yonggi.sock" --image-endpoint "unix://$dir/run/yonggi.sock" \
-    pull "$image" >/dev/null 2>&1
+  local crictl=(crictl --runtime-endpoint "unix://$dir/run/yonggi.sock" --image-endpoint "unix://$dir/run/yonggi.sock")
+  "${crictl[@]}" pull "$image" >/dev/null 2>&1
   end="$(now)"
+  if ! "${crictl[@]}" inspecti "$image" >/dev/null 2>&1; then
+    echo "bench-pull: yonggi did not pull $image; log:" >&2
+    cat "$dir/log" >&2
+    exit 1
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$dir"
   echo "$end - $start" | bc
@@ -115,6 +126,10 @@ TOML
   start="$(now)"
   ctr --address "$dir/containerd.sock" -n k8s.io images pull --plain-http "$image" >/dev/null
   end="$(now)"
+  ctr --address "$dir/containerd.sock" -n k8s.io images check | grep -q "$image.*complete" || {
+    echo "bench-pull: containerd did not pull $image" >&2
+    exit 1
+  }
   kill "$pid"; wait "$pid" 2>/dev/null || true
   grep -o " $dir[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$dir"
