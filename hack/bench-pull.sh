@@ -41,7 +41,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   # containerd's snapshotter may leave mounts under its root.
-  grep -o " $work[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
+  { grep -o " $work[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -131,7 +131,7 @@ TOML
     exit 1
   }
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  grep -o " $dir[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
+  { grep -o " $dir[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$dir"
   echo "$end - $start" | bc
 }
