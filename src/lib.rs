@@ -7,6 +7,7 @@ pub mod config;
 pub mod container;
 pub mod cri;
 pub mod daemon;
+pub mod image;
 pub mod logging;
 pub mod monitor;
 pub mod net;

@@ -4,6 +4,7 @@
 
 mod error;
 mod image;
+mod images;
 mod runtime;
 mod runtime_info;
 mod sandbox;
@@ -26,6 +27,7 @@ use crate::pod;
 pub struct Services {
     pub node: Arc<Node>,
     pub pods: Arc<pod::Service>,
+    pub images: crate::image::Service,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,
 }
