@@ -75,6 +75,8 @@ pub enum DaemonError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Stream(#[from] crate::stream::StreamError),
+    #[error("cannot open the container service")]
+    Container(#[from] crate::container::ContainerError),
     #[error("cannot start pod networking")]
     Net(#[from] crate::net::NetError),
     #[error("the gRPC server failed")]
@@ -178,13 +180,21 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     tracing::info!(address = %stream.address(), "streaming server listening");
     let cgroups = crate::runtime::cgroup::Cgroups::detect()?;
     let pods = Arc::new(
-        crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups).await?,
+        crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups.clone())
+            .await?,
     );
     let images = image::Service::new(config.clone(), store.clone())?;
+    let containers = Arc::new(crate::container::Service::new(
+        config.clone(),
+        store.clone(),
+        pods.clone(),
+        cgroups,
+    )?);
     let services = Services {
         node,
         images,
         pods,
+        containers,
         net,
         stream: Arc::new(stream),
     };

@@ -374,17 +374,20 @@ impl Service {
         Ok(())
     }
 
-    pub async fn remove_pod(&self, pod_id: &str) -> Result<(), ContainerError> {
+    /// Removes every container of `pod_id`; returns their ids.
+    pub async fn remove_pod(&self, pod_id: &str) -> Result<Vec<String>, ContainerError> {
         let filter = super::Filter {
             pod_id: Some(pod_id.to_string()),
             ..Default::default()
         };
+        let mut removed = Vec::new();
         for c in self.list(&filter)? {
             if c.pod_id == pod_id {
                 self.remove(&c.id).await?;
+                removed.push(c.id);
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 

@@ -33,6 +33,8 @@ use crate::state::{Bucket, Store, StoreError};
 pub enum ContainerError {
     #[error("container {0:?} not found")]
     NotFound(String),
+    #[error("image {0:?} not found: pull it first")]
+    ImageNotFound(String),
     #[error("container id prefix {prefix:?} is ambiguous: it matches {count} containers")]
     AmbiguousId { prefix: String, count: usize },
     #[error("container name {name:?} is already reserved by container {id}")]
@@ -194,6 +196,11 @@ impl Service {
         };
         service.recover()?;
         Ok(service)
+    }
+
+    /// Where writable layers live (ContainerStats' filesystem id).
+    pub fn snapshots_root(&self) -> PathBuf {
+        self.config.root.join("snapshots")
     }
 
     fn containers_dir(&self) -> PathBuf {

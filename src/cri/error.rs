@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tonic::{Code, Response, Status};
 
+use crate::container::ContainerError;
 use crate::image::ImageError;
 use crate::net::NetError;
 use crate::node::NodeError;
@@ -37,6 +38,8 @@ pub enum Error {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
 }
 
 impl Error {
@@ -50,6 +53,7 @@ impl Error {
             Error::Image(e) => image_code(e),
             Error::Stream(e) => stream_code(e),
             Error::Net(e) => net_code(e),
+            Error::Container(e) => container_code(e),
         }
     }
 }
@@ -93,6 +97,34 @@ fn image_code(err: &ImageError) -> Code {
         ImageError::Verify { .. } => Code::DataLoss,
         ImageError::Cancelled => Code::Cancelled,
         ImageError::Io { .. } | ImageError::Task(_) | ImageError::Store(_) => Code::Internal,
+    }
+}
+
+fn container_code(e: &ContainerError) -> Code {
+    match e {
+        ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Code::NotFound,
+        ContainerError::AmbiguousId { .. }
+        | ContainerError::Invalid { .. }
+        | ContainerError::NoCommand(_)
+        | ContainerError::UnknownUser(_) => Code::InvalidArgument,
+        ContainerError::NameReserved { .. } => Code::AlreadyExists,
+        ContainerError::PodNotReady(_) | ContainerError::WrongState { .. } => {
+            Code::FailedPrecondition
+        }
+        ContainerError::Timeout(_) => Code::DeadlineExceeded,
+        ContainerError::Pod(e) => pod_code(e),
+        ContainerError::Cgroup(e) => match e.fault() {
+            Fault::Input => Code::InvalidArgument,
+            Fault::Unsupported => Code::FailedPrecondition,
+            Fault::Host => Code::Internal,
+        },
+        ContainerError::ExecSetup(_)
+        | ContainerError::Spec(_)
+        | ContainerError::Snapshot(_)
+        | ContainerError::Monitor(_)
+        | ContainerError::Io { .. }
+        | ContainerError::Task(_)
+        | ContainerError::Store(_) => Code::Internal,
     }
 }
 

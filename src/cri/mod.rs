@@ -2,6 +2,8 @@
 //! translates protobuf to domain calls and back and validates requests; it
 //! holds no state and touches no files. Errors are mapped in `error.rs`.
 
+mod container;
+mod container_image;
 mod error;
 mod image;
 mod images;
@@ -28,6 +30,7 @@ pub struct Services {
     pub node: Arc<Node>,
     pub pods: Arc<pod::Service>,
     pub images: crate::image::Service,
+    pub containers: Arc<crate::container::Service>,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,
 }

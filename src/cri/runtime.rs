@@ -7,7 +7,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{Error, Services, observe, runtime_info, sandbox, streaming};
+use super::{Error, Services, container, observe, runtime_info, sandbox, streaming};
 
 pub struct RuntimeApi {
     s: Services,
@@ -78,89 +78,91 @@ impl RuntimeService for RuntimeApi {
 
     async fn create_container(
         &self,
-        _req: Request<cri::CreateContainerRequest>,
+        req: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        observe("CreateContainer", async {
-            Err(Error::Unimplemented("CreateContainer"))
-        })
+        observe(
+            "CreateContainer",
+            container::create(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn start_container(
         &self,
-        _req: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        observe("StartContainer", async {
-            Err(Error::Unimplemented("StartContainer"))
-        })
+        observe(
+            "StartContainer",
+            container::start(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn stop_container(
         &self,
-        _req: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        observe("StopContainer", async {
-            Err(Error::Unimplemented("StopContainer"))
-        })
-        .await
+        observe("StopContainer", container::stop(&self.s, req.into_inner())).await
     }
 
     async fn remove_container(
         &self,
-        _req: Request<cri::RemoveContainerRequest>,
+        req: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        observe("RemoveContainer", async {
-            Err(Error::Unimplemented("RemoveContainer"))
-        })
+        observe(
+            "RemoveContainer",
+            container::remove(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn list_containers(
         &self,
-        _req: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         observe("ListContainers", async {
-            Err(Error::Unimplemented("ListContainers"))
+            container::list(&self.s, req.into_inner())
         })
         .await
     }
 
     async fn container_status(
         &self,
-        _req: Request<cri::ContainerStatusRequest>,
+        req: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
         observe("ContainerStatus", async {
-            Err(Error::Unimplemented("ContainerStatus"))
+            container::status(&self.s, req.into_inner())
         })
         .await
     }
 
     async fn update_container_resources(
         &self,
-        _req: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        observe("UpdateContainerResources", async {
-            Err(Error::Unimplemented("UpdateContainerResources"))
-        })
+        observe(
+            "UpdateContainerResources",
+            container::update_resources(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn reopen_container_log(
         &self,
-        _req: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        observe("ReopenContainerLog", async {
-            Err(Error::Unimplemented("ReopenContainerLog"))
-        })
+        observe(
+            "ReopenContainerLog",
+            container::reopen_log(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn exec_sync(
         &self,
-        _req: Request<cri::ExecSyncRequest>,
+        req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        observe("ExecSync", async { Err(Error::Unimplemented("ExecSync")) }).await
+        observe("ExecSync", container::exec_sync(&self.s, req.into_inner())).await
     }
 
     async fn exec(
@@ -190,21 +192,23 @@ impl RuntimeService for RuntimeApi {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        observe("ContainerStats", async {
-            Err(Error::Unimplemented("ContainerStats"))
-        })
+        observe(
+            "ContainerStats",
+            container::stats(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        observe("ListContainerStats", async {
-            Err(Error::Unimplemented("ListContainerStats"))
-        })
+        observe(
+            "ListContainerStats",
+            container::list_stats(&self.s, req.into_inner()),
+        )
         .await
     }
 

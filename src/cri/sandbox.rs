@@ -36,6 +36,10 @@ pub(super) async fn stop(
     if req.pod_sandbox_id.is_empty() {
         return Err(invalid("pod_sandbox_id", "is empty"));
     }
+    // The pod's containers go first: they live in its namespaces.
+    if let Ok(id) = s.pods.resolve(&req.pod_sandbox_id) {
+        s.containers.stop_pod(&id).await?;
+    }
     s.pods.stop(&req.pod_sandbox_id).await?;
     Ok(cri::StopPodSandboxResponse {})
 }
@@ -46,6 +50,11 @@ pub(super) async fn remove(
 ) -> Result<cri::RemovePodSandboxResponse, Error> {
     if req.pod_sandbox_id.is_empty() {
         return Err(invalid("pod_sandbox_id", "is empty"));
+    }
+    if let Ok(id) = s.pods.resolve(&req.pod_sandbox_id) {
+        for c in s.containers.remove_pod(&id).await? {
+            super::container_image::release(s, &c).await?;
+        }
     }
     s.pods.remove(&req.pod_sandbox_id).await?;
     Ok(cri::RemovePodSandboxResponse {})

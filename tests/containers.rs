@@ -1,0 +1,554 @@
+//! Containers through the real daemon: images pulled from the test
+//! registry, pods on a private network, and that nothing is left behind.
+
+mod pod_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use pod_support::*;
+use support::Registry;
+use support::engine::{LogLine, line, log_lines};
+use support::net::TestNetwork;
+use tonic::Code;
+use yonggi::testimages::Set;
+use yonggi::testimages::catalog::{self, names};
+
+struct Env {
+    _registry: Registry,
+    daemon: support::Daemon,
+    rt: Client,
+    image: String,
+    logs: tempfile::TempDir,
+    pod_names: Vec<String>,
+    _net: TestNetwork,
+}
+
+async fn env() -> Env {
+    let net = TestNetwork::new();
+    let registry = Registry::start();
+    let busybox = catalog::find(Set::All, names::BUSYBOX, "latest")
+        .expect("catalog")
+        .expect("busybox image");
+    registry.push(&[busybox]).await;
+    let daemon = pod_daemon(&net, "");
+    let image = registry.reference(names::BUSYBOX, "latest");
+    let mut images = daemon.images().await;
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage");
+    let rt = daemon.runtime().await;
+    let logs = tempfile::Builder::new()
+        .prefix("yonggi-ctr-logs-")
+        .tempdir()
+        .expect("log dir");
+    Env {
+        _registry: registry,
+        daemon,
+        rt,
+        image,
+        logs,
+        pod_names: Vec::new(),
+        _net: net,
+    }
+}
+
+impl Env {
+    async fn pod(&mut self, name: &str) -> String {
+        let mut c = config(name);
+        c.log_directory = self.logs.path().join(name).display().to_string();
+        self.pod_names.push(name.to_string());
+        c.linux.as_mut().expect("linux").cgroup_parent =
+            format!("/yonggi-test-{:08x}", rand::random::<u32>());
+        run(&mut self.rt, c).await.expect("RunPodSandbox")
+    }
+
+    /// The log of container `name` of the pod `pod_name` (its log directory).
+    fn log_file(&self, pod_name: &str, name: &str) -> PathBuf {
+        self.logs.path().join(pod_name).join(format!("{name}.log"))
+    }
+
+    fn container(&self, name: &str, command: &[&str], args: &[&str]) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.to_string(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        }
+    }
+
+    async fn create(
+        &mut self,
+        pod: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.to_string(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn start(&mut self, id: &str) {
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .expect("StartContainer");
+    }
+
+    async fn status(&mut self, id: &str) -> cri::ContainerStatusResponse {
+        self.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+    }
+
+    async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = self.status(id).await.status.expect("status");
+            if st.state() == cri::ContainerState::ContainerExited {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{id} never exited: {st:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs a container to its end: its status and log lines.
+    async fn run_to_end(
+        &mut self,
+        pod: &str,
+        config: cri::ContainerConfig,
+    ) -> (cri::ContainerStatus, Vec<LogLine>) {
+        let name = config.metadata.as_ref().expect("meta").name.clone();
+        let id = self.create(pod, config).await.expect("CreateContainer");
+        self.start(&id).await;
+        let st = self.wait_exited(&id).await;
+        let log = PathBuf::from(&st.log_path);
+        assert!(
+            self.pod_names
+                .iter()
+                .any(|p| log == self.log_file(p, &name)),
+            "{log:?}"
+        );
+        let lines = if log.exists() {
+            log_lines(&log)
+        } else {
+            Vec::new()
+        };
+        self.remove(&id).await;
+        (st, lines)
+    }
+
+    async fn stop(&mut self, id: &str, timeout: i64) {
+        self.rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.to_string(),
+                timeout,
+            })
+            .await
+            .expect("StopContainer");
+    }
+
+    async fn remove(&mut self, id: &str) {
+        self.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .expect("RemoveContainer");
+    }
+
+    async fn exec(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Nothing of container `id` remains: processes, mounts, cgroup, files.
+    fn assert_gone(&self, id: &str, pids: &[i64]) {
+        for pid in pids {
+            let pid = i32::try_from(*pid).expect("pid");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_alive(pid) {
+                assert!(
+                    Instant::now() < deadline,
+                    "process {pid} of {id} still runs"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert_eq!(
+            mountinfo_mentions(id),
+            Vec::<String>::new(),
+            "mounts of {id}"
+        );
+        let dir = self.daemon.dir.path().display().to_string();
+        assert!(
+            !find_dir(Path::new("/sys/fs/cgroup"), id, 6),
+            "a cgroup of {id} is left"
+        );
+        assert!(
+            !find_dir(self.daemon.dir.path(), id, 4),
+            "files of {id} under {dir}"
+        );
+    }
+}
+
+fn find_dir(root: &Path, name: &str, depth: u32) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            is_dir
+                && (e.file_name().to_string_lossy().contains(name)
+                    || find_dir(&e.path(), name, depth - 1))
+        })
+}
+
+fn info(st: &cri::ContainerStatusResponse) -> serde_json::Value {
+    serde_json::from_str(st.info.get("info").expect("verbose info")).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_args_env_logs_and_exit_codes() {
+    let mut e = env().await;
+    let _leftovers = Leftovers::of(&e.daemon);
+    let pod = e.pod("cmd").await;
+
+    // The image's Cmd is `sh` (no entrypoint): args replace it.
+    let mut c = e.container("args", &[], &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    c.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "hi".into(),
+    }];
+    let (st, lines) = e.run_to_end(&pod, c).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert!(st.finished_at >= st.started_at && st.started_at >= st.created_at);
+    assert_eq!(
+        lines,
+        vec![line("stdout", "F", "out"), line("stderr", "F", "err")]
+    );
+
+    let c = e.container(
+        "command",
+        &["/bin/sh", "-c", "echo $GREETING $PATH; printf partial"],
+        &[],
+    );
+    let mut c2 = c.clone();
+    c2.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "hello".into(),
+    }];
+    let (st, lines) = e.run_to_end(&pod, c2).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(st.reason, "Completed");
+    assert_eq!(
+        lines,
+        vec![
+            line(
+                "stdout",
+                "F",
+                "hello /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
+            line("stdout", "P", "partial"),
+        ]
+    );
+
+    // Same name and attempt while the first exists: AlreadyExists naming it.
+    let id = e.create(&pod, c.clone()).await.expect("create");
+    let err = e.create(&pod, c.clone()).await.expect_err("duplicate name");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&id), "{}", err.message());
+    // A created container removes cleanly, twice, and by prefix.
+    e.remove(&id[..12]).await;
+    e.remove(&id).await;
+    e.assert_gone(&id, &[]);
+    // The name is free again.
+    let id = e.create(&pod, c).await.expect("create after remove");
+    e.remove(&id).await;
+
+    // Unknown image: NotFound, nothing reserved.
+    let mut bad = e.container("noimage", &["true"], &[]);
+    bad.image.as_mut().expect("image").image = "127.0.0.1:1/none:latest".into();
+    assert_eq!(
+        e.create(&pod, bad).await.expect_err("no image").code(),
+        Code::NotFound
+    );
+    stop(&mut e.rt, &pod).await;
+    remove(&mut e.rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_exec_stats_update_and_remove_running() {
+    let mut e = env().await;
+    let _leftovers = Leftovers::of(&e.daemon);
+    let pod = e.pod("run").await;
+    let vol = tempfile::tempdir().expect("volume");
+    std::fs::write(vol.path().join("data"), "from host\n").expect("data");
+    let link = vol.path().with_extension("link");
+    std::os::unix::fs::symlink(vol.path(), &link).expect("symlink");
+
+    let mut c = e.container(
+        "stubborn",
+        &[
+            "/bin/sh",
+            "-c",
+            "trap '' TERM; echo ready; while true; do sleep 1; done",
+        ],
+        &[],
+    );
+    c.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: link.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            oom_score_adj: -998,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = e.create(&pod, c).await.expect("create");
+    e.start(&id).await;
+    let st = e.status(&id).await;
+    assert_eq!(
+        st.status.as_ref().expect("status").state(),
+        cri::ContainerState::ContainerRunning
+    );
+    let pid = info(&st)["pid"].as_i64().expect("pid");
+    let monitor = info(&st)["monitorPid"].as_i64().expect("monitor pid");
+
+    // ExecSync: output, exit code, the volume (read-only, through the symlink).
+    let out = e.exec(&id, &["cat", "/vol/data"], 0).await.expect("exec");
+    assert_eq!(out.stdout, b"from host\n");
+    assert_eq!(out.exit_code, 0);
+    let out = e
+        .exec(&id, &["sh", "-c", "touch /vol/x; echo e >&2; exit 7"], 0)
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 7);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+    assert!(!vol.path().join("x").exists());
+    // A timeout kills the command and all it started.
+    let err = e
+        .exec(&id, &["sh", "-c", "sleep 600 & sleep 601"], 1)
+        .await
+        .expect_err("timeout");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    let left = e
+        .exec(
+            &id,
+            &["sh", "-c", "ps -o args | grep -c '^sleep 60[01]'"],
+            0,
+        )
+        .await
+        .expect("ps");
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "0",
+        "the timed-out command survives"
+    );
+
+    // Stats, and UpdateContainerResources reaching the cgroup.
+    let stats =
+        e.rt.container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let cpu = stats
+        .cpu
+        .expect("cpu")
+        .usage_core_nano_seconds
+        .expect("cpu ns")
+        .value;
+    let mem = stats
+        .memory
+        .expect("mem")
+        .working_set_bytes
+        .expect("ws")
+        .value;
+    assert!(cpu > 0 && mem > 0, "cpu {cpu} mem {mem}");
+    e.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("update");
+    let limit = e
+        .exec(&id, &["sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"], 0)
+        .await
+        .expect("read limit");
+    assert_eq!(
+        String::from_utf8_lossy(&limit.stdout).trim(),
+        (128u64 << 20).to_string()
+    );
+    // oom_score_adj below the daemon's own is raised, never refused.
+    let adj: i64 = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .expect("oom_score_adj")
+        .trim()
+        .parse()
+        .expect("number");
+    assert!(adj >= 0 || adj == -998);
+
+    // It ignores SIGTERM: the stop timeout ends in SIGKILL.
+    let t = Instant::now();
+    e.stop(&id, 2).await;
+    assert!(t.elapsed() >= Duration::from_secs(2));
+    let st = e.status(&id).await.status.expect("status");
+    assert_eq!(st.state(), cri::ContainerState::ContainerExited);
+    assert_eq!(st.exit_code, 137);
+    e.stop(&id, 2).await;
+    e.remove(&id).await;
+    e.assert_gone(&id, &[pid, monitor]);
+    // Unknown ids: stop and remove succeed.
+    e.stop(&id, 0).await;
+    e.remove(&id).await;
+
+    // A running container goes with its pod.
+    let c = e.container("sleeper", &["sleep", "600"], &[]);
+    let id = e.create(&pod, c).await.expect("create");
+    e.start(&id).await;
+    let st = e.status(&id).await;
+    let pids = [
+        info(&st)["pid"].as_i64().expect("pid"),
+        info(&st)["monitorPid"].as_i64().expect("monitor"),
+    ];
+    stop(&mut e.rt, &pod).await;
+    let st = e.status(&id).await.status.expect("status");
+    assert_eq!(st.state(), cri::ContainerState::ContainerExited);
+    remove(&mut e.rt, &pod).await;
+    e.assert_gone(&id, &pids);
+    std::fs::remove_file(&link).expect("unlink");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_and_daemon_restart() {
+    let mut e = env().await;
+    let _leftovers = Leftovers::of(&e.daemon);
+    let pod = e.pod("oom").await;
+
+    let mut c = e.container(
+        "hog",
+        &["/bin/sh", "-c", "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=$x$x; done"],
+        &[],
+    );
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            memory_swap_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (st, _) = e.run_to_end(&pod, c).await;
+    assert_eq!(st.exit_code, 137);
+    assert_eq!(st.reason, "OOMKilled");
+
+    let long = e.container("long", &["sleep", "600"], &[]);
+    let long = e.create(&pod, long).await.expect("create");
+    e.start(&long).await;
+    let short = e.container("short", &["sh", "-c", "read x < /vol/go; exit 5"], &[]);
+    let fifo_dir = tempfile::tempdir().expect("fifo dir");
+    nix::unistd::mkfifo(
+        &fifo_dir.path().join("go"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("fifo");
+    let mut short = short;
+    short.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: fifo_dir.path().display().to_string(),
+        ..Default::default()
+    }];
+    let short = e.create(&pod, short).await.expect("create");
+    e.start(&short).await;
+
+    e.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    // The short one exits while the daemon is away.
+    std::fs::write(fifo_dir.path().join("go"), "go\n").expect("release it");
+    std::thread::sleep(Duration::from_millis(500));
+    e.daemon.spawn();
+    e.rt = e.daemon.runtime().await;
+    let st = e.status(&long).await.status.expect("status");
+    assert_eq!(st.state(), cri::ContainerState::ContainerRunning);
+    let st = e.wait_exited(&short).await;
+    assert_eq!(st.exit_code, 5);
+    assert!(st.finished_at > st.started_at);
+    let listed =
+        e.rt.list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning.into(),
+                }),
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![long.clone()]
+    );
+    stop(&mut e.rt, &pod).await;
+    remove(&mut e.rt, &pod).await;
+    e.assert_gone(&long, &[]);
+    e.assert_gone(&short, &[]);
+}
