@@ -10,6 +10,7 @@ pub mod logging;
 pub mod net;
 pub mod node;
 pub mod runtime;
+pub mod security;
 pub mod state;
 pub mod stream;
 /// Test and operations tooling (test images, pushing them); not used by the
