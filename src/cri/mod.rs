@@ -6,6 +6,8 @@ mod error;
 mod image;
 mod runtime;
 mod runtime_info;
+#[allow(dead_code)] // called by the container service's create, not yet wired
+mod security;
 mod streaming;
 
 use std::sync::Arc;

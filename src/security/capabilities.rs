@@ -16,7 +16,7 @@
 //! reach the bounding set. The inheritable set is empty (the fix for
 //! CVE-2022-24769). Ambient capabilities only when asked: they are added
 //! to the inheritable, permitted and effective sets too, as the kernel
-//! requires, and must be within the bounding set.
+//! requires, and must be within the bounding set (an error otherwise).
 
 use std::collections::HashSet;
 
@@ -162,11 +162,12 @@ pub fn build(req: &CapabilityRequest<'_>) -> Result<LinuxCapabilities, Error> {
         }
         set
     };
-    // Ambient needs the capability in the bounding set: drop what is not.
-    let ambient: HashSet<Capability> = ambient
-        .into_iter()
-        .filter(|c| bounding.contains(c))
-        .collect();
+    // The kernel refuses to raise an ambient capability outside the
+    // bounding set: say so at create rather than fail at start.
+    if let Some(c) = ambient.iter().find(|c| !bounding.contains(c)) {
+        return Err(Error::AmbientOutsideBounding(format!("CAP_{c}")));
+    }
+    let ambient: HashSet<Capability> = ambient.into_iter().collect();
     let mut effective = if req.uid == 0 {
         bounding.clone()
     } else {
@@ -295,18 +296,23 @@ mod tests {
     fn ambient_only_when_asked_and_within_bounding() {
         let caps = build(&CapabilityRequest {
             uid: 1000,
-            add_ambient: &names(&["NET_BIND_SERVICE", "SYS_ADMIN"]),
+            add_ambient: &names(&["NET_BIND_SERVICE"]),
             ..Default::default()
         })
         .expect("build");
-        // SYS_ADMIN is not in the bounding set: an ambient cap outside it
-        // would fail in the kernel, and must not widen the bounding set.
         let want = set(&[C::NetBindService]);
         assert_eq!(caps.ambient().as_ref(), Some(&want));
         assert_eq!(caps.inheritable().as_ref(), Some(&want));
         assert_eq!(caps.permitted().as_ref(), Some(&want));
         assert_eq!(caps.effective().as_ref(), Some(&want));
-        assert!(!caps.bounding().clone().expect("b").contains(&C::SysAdmin));
+        // SYS_ADMIN is not in the bounding set: the kernel would refuse it,
+        // and ambient must not widen the bounding set.
+        let err = build(&CapabilityRequest {
+            uid: 1000,
+            add_ambient: &names(&["NET_BIND_SERVICE", "SYS_ADMIN"]),
+            ..Default::default()
+        });
+        assert!(matches!(err, Err(Error::AmbientOutsideBounding(n)) if n == "CAP_SYS_ADMIN"));
         let err = build(&CapabilityRequest {
             add_ambient: &names(&["ALL"]),
             ..Default::default()

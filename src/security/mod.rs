@@ -16,11 +16,14 @@
 //! resolved by `runtime::seccomp`.
 
 pub mod capabilities;
+mod context;
 mod files;
 pub mod identity;
 pub mod mac;
 pub mod paths;
 pub mod userns;
+
+pub use context::SecurityContext;
 
 /// A seccomp or AppArmor profile choice, as the CRI's `SecurityProfile`
 /// (or its deprecated string form) names it.
@@ -73,6 +76,8 @@ pub enum Error {
     InvalidPath(String),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
+    #[error("ambient capability {0} is not in the container's capabilities")]
+    AmbientOutsideBounding(String),
     #[error(
         "{kind} profile {profile:?} requested, but yonggi cannot apply {kind} profiles on this host"
     )]

@@ -31,7 +31,7 @@ mod tests;
 
 use std::path::Path;
 
-use oci_spec::runtime::{Capabilities, LinuxSeccomp};
+use oci_spec::runtime::{Capabilities, LinuxSeccomp, Spec};
 
 pub use bpf::{Filter, compile};
 pub use default::runtime_default;
@@ -106,4 +106,44 @@ pub fn for_container(
     let resolved = resolve(&profile, &ctx)?;
     compile(&resolved)?;
     Ok(Some(resolved))
+}
+
+/// When the container's init installs its filter: the kernel takes a
+/// filter from a task with no_new_privs or CAP_SYS_ADMIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallAt {
+    /// no_new_privs is set: last, right before `execve`, so that as few of
+    /// the init's own calls as possible run under the profile.
+    BeforeExec,
+    /// no_new_privs is not set: before the capabilities are dropped, while
+    /// the init still holds CAP_SYS_ADMIN.
+    BeforeDroppingPrivileges,
+}
+
+/// A spec's filter, compiled, with its install point.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub filter: Filter,
+    pub at: InstallAt,
+}
+
+/// For the container init, before it reports `Created` (so a failure is a
+/// setup error): the spec's `linux.seccomp` compiled, `None` without one.
+pub fn prepare(spec: &Spec) -> Result<Option<Prepared>, Error> {
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    let nnp = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.no_new_privileges())
+        .unwrap_or(false);
+    Ok(Some(Prepared {
+        filter: compile(seccomp)?,
+        at: if nnp {
+            InstallAt::BeforeExec
+        } else {
+            InstallAt::BeforeDroppingPrivileges
+        },
+    }))
 }

@@ -276,3 +276,36 @@ fn errno_ret_past_max_errno_is_refused() {
     let p = resolve(&parse(json.as_bytes(), "t").expect("parse"), &ctx(&caps)).expect("ok");
     assert!(matches!(compile(&p), Err(Error::Invalid(_))));
 }
+
+#[test]
+fn prepare_picks_the_install_point_from_no_new_privs() {
+    use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, SpecBuilder};
+    let caps = default_caps();
+    let seccomp = for_container(&security::Profile::RuntimeDefault, false, &caps)
+        .expect("default")
+        .expect("some");
+    let spec = |nnp: bool, seccomp: Option<LinuxSeccomp>| {
+        let mut linux = LinuxBuilder::default().build().expect("linux");
+        linux.set_seccomp(seccomp);
+        SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .no_new_privileges(nnp)
+                    .build()
+                    .expect("process"),
+            )
+            .linux(linux)
+            .build()
+            .expect("spec")
+    };
+    let p = prepare(&spec(true, Some(seccomp.clone())))
+        .expect("prepare")
+        .expect("some");
+    assert_eq!(p.at, InstallAt::BeforeExec);
+    assert!(!p.filter.is_empty());
+    let p = prepare(&spec(false, Some(seccomp)))
+        .expect("prepare")
+        .expect("some");
+    assert_eq!(p.at, InstallAt::BeforeDroppingPrivileges);
+    assert!(prepare(&spec(false, None)).expect("prepare").is_none());
+}
