@@ -6,6 +6,7 @@ mod error;
 mod image;
 mod runtime;
 mod runtime_info;
+mod sandbox;
 #[allow(dead_code)] // called by the container service's create, not yet wired
 mod security;
 mod streaming;
@@ -20,11 +21,13 @@ pub use error::chain;
 pub(crate) use error::observe;
 
 use crate::node::Node;
+use crate::pod;
 
 /// Everything the RPC handlers call into. Cloning is cheap.
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub pods: Arc<pod::Service>,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,
 }
