@@ -125,6 +125,7 @@ fn security_code(err: &security::Error) -> Code {
         | E::UnknownUser(_)
         | E::UnknownGroup(_)
         | E::InvalidUser { .. }
+        | E::InvalidId { .. }
         | E::InvalidPath(_)
         | E::UnknownCapability(_)
         | E::AmbientOutsideBounding(_)

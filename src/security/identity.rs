@@ -66,18 +66,13 @@ impl Identity {
     }
 }
 
-/// A CRI `int64` uid or gid as a Linux id (the CRI layer's validation).
+/// A CRI `int64` uid or gid (`what`: "user", "group") as a Linux id; the
+/// kernel reserves `u32::MAX` as "no id".
 pub fn id_from_cri(value: i64, what: &'static str) -> Result<u32, Error> {
     u32::try_from(value)
         .ok()
         .filter(|v| *v != u32::MAX)
-        .ok_or_else(|| Error::InvalidUser {
-            user: value.to_string(),
-            reason: match what {
-                "group" => "a gid must be between 0 and 4294967294",
-                _ => "a uid must be between 0 and 4294967294",
-            },
-        })
+        .ok_or(Error::InvalidId { what, value })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,8 @@ pub enum Error {
     UnknownUser(String),
     #[error("group {0:?} not found in the image's /etc/group")]
     UnknownGroup(String),
+    #[error("invalid {what} id {value}: must be between 0 and 4294967294")]
+    InvalidId { what: &'static str, value: i64 },
     #[error("invalid user {user:?}: {reason}")]
     InvalidUser { user: String, reason: &'static str },
     #[error("reading {file} in the container's rootfs")]

@@ -109,6 +109,14 @@ fn runtime_default_blocks_unshare_sethostname_and_mount() {
             .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
         "{status}"
     );
+    // The install left no_new_privs alone: setuid binaries still work for
+    // a container whose config keeps it off.
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "0"])),
+        "{status}"
+    );
     let out = run(Some(&filter), "busybox", &["hostname"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
