@@ -147,3 +147,12 @@ pub fn prepare(spec: &Spec) -> Result<Option<Prepared>, Error> {
         },
     }))
 }
+
+/// Installs `prepared`'s filter if `point` is where it goes (the init calls
+/// this at both points). Does not allocate.
+pub fn install_at(prepared: Option<&Prepared>, point: InstallAt) -> std::io::Result<()> {
+    match prepared {
+        Some(p) if p.at == point => p.filter.install(),
+        _ => Ok(()),
+    }
+}

@@ -164,3 +164,31 @@ fn localhost_profile_blocks_sethostname_with_its_errno() {
     let out = run(Some(&filter), "unshare", &["-U", "true"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn install_at_installs_only_at_its_point() {
+    require_root();
+    let caps: HashSet<Capability> = capabilities::DEFAULT.into_iter().collect();
+    let prepared = Prepared {
+        filter: filter_for(&runtime_default().expect("default"), &caps),
+        at: InstallAt::BeforeExec,
+    };
+    let status_seccomp = |at: InstallAt| {
+        let prepared = prepared.clone();
+        let mut cmd = Command::new("cat");
+        cmd.arg("/proc/self/status");
+        // SAFETY: between fork and exec the closure only calls
+        // `install_at`, which does not allocate.
+        unsafe {
+            cmd.pre_exec(move || install_at(Some(&prepared), at));
+        }
+        let out = cmd.output().expect("spawn");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+            .expect("a Seccomp line")
+    };
+    assert_eq!(status_seccomp(InstallAt::BeforeDroppingPrivileges), "0");
+    assert_eq!(status_seccomp(InstallAt::BeforeExec), "2");
+    install_at(None, InstallAt::BeforeExec).expect("nothing to install");
+}
