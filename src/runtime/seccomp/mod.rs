@@ -7,13 +7,13 @@
 //!   capabilities into the OCI `linux.seccomp` the spec carries (`None`:
 //!   unconfined or privileged). It is compiled once there too, so a bad
 //!   profile fails the create, not the start.
-//! - [`compile`] (init, before it reports `Created`): the spec's
-//!   `linux.seccomp` to a [`Filter`].
-//! - [`Filter::install`] (init, last): right before `execve` when
-//!   no_new_privs is set; otherwise before the capabilities are dropped,
-//!   while the init still has CAP_SYS_ADMIN (the kernel demands one of
-//!   the two), so the init's last steps (setgroups/setgid/setuid, capset,
-//!   prctl, chdir, exec) must be allowed by the profile, as under runc.
+//! - [`prepare`] (init, before it reports `Created`): the spec's
+//!   `linux.seccomp` compiled to a [`Filter`], with its install point.
+//! - [`install_at`] (init, around `drop_privileges`): after it when
+//!   no_new_privs is set (it sets the bit); otherwise before it, while the
+//!   init still has CAP_SYS_ADMIN (the kernel demands one of the two), so
+//!   the init's last steps (setgroups/setgid/setuid, capset, prctl, chdir,
+//!   the channel, exec) must be allowed by the profile, as under runc.
 //!
 //! Limits: the syscall table is libseccomp's (2.5.4 on Debian 12); names
 //! it does not know are refused, so calls newer than it (fchmodat2,
@@ -112,9 +112,10 @@ pub fn for_container(
 /// filter from a task with no_new_privs or CAP_SYS_ADMIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstallAt {
-    /// no_new_privs is set: last, right before `execve`, so that as few of
-    /// the init's own calls as possible run under the profile.
-    BeforeExec,
+    /// no_new_privs is set: after the privileges are dropped (which sets
+    /// it), so that as few of the init's own calls as possible run under
+    /// the profile.
+    AfterDroppingPrivileges,
     /// no_new_privs is not set: before the capabilities are dropped, while
     /// the init still holds CAP_SYS_ADMIN.
     BeforeDroppingPrivileges,
@@ -141,7 +142,7 @@ pub fn prepare(spec: &Spec) -> Result<Option<Prepared>, Error> {
     Ok(Some(Prepared {
         filter: compile(seccomp)?,
         at: if nnp {
-            InstallAt::BeforeExec
+            InstallAt::AfterDroppingPrivileges
         } else {
             InstallAt::BeforeDroppingPrivileges
         },

@@ -171,7 +171,7 @@ fn install_at_installs_only_at_its_point() {
     let caps: HashSet<Capability> = capabilities::DEFAULT.into_iter().collect();
     let prepared = Prepared {
         filter: filter_for(&runtime_default().expect("default"), &caps),
-        at: InstallAt::BeforeExec,
+        at: InstallAt::AfterDroppingPrivileges,
     };
     let status_seccomp = |at: InstallAt| {
         let prepared = prepared.clone();
@@ -189,6 +189,6 @@ fn install_at_installs_only_at_its_point() {
             .expect("a Seccomp line")
     };
     assert_eq!(status_seccomp(InstallAt::BeforeDroppingPrivileges), "0");
-    assert_eq!(status_seccomp(InstallAt::BeforeExec), "2");
-    install_at(None, InstallAt::BeforeExec).expect("nothing to install");
+    assert_eq!(status_seccomp(InstallAt::AfterDroppingPrivileges), "2");
+    install_at(None, InstallAt::AfterDroppingPrivileges).expect("nothing to install");
 }

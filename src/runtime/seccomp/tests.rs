@@ -301,7 +301,7 @@ fn prepare_picks_the_install_point_from_no_new_privs() {
     let p = prepare(&spec(true, Some(seccomp.clone())))
         .expect("prepare")
         .expect("some");
-    assert_eq!(p.at, InstallAt::BeforeExec);
+    assert_eq!(p.at, InstallAt::AfterDroppingPrivileges);
     assert!(!p.filter.is_empty());
     let p = prepare(&spec(false, Some(seccomp)))
         .expect("prepare")
