@@ -2,15 +2,19 @@
 //! its rootfs as the container would see it. The rootfs is untrusted: a
 //! symlink `/etc/passwd -> /etc/shadow`, `../../../etc/passwd` or an
 //! absolute host path must resolve inside the rootfs, never on the host,
-//! so the lookup is one `openat2(RESOLVE_IN_ROOT)` from the rootfs
-//! directory. A FIFO or device planted there must not block or be read
-//! either: only regular files are read, and at most [`MAX_SIZE`] bytes.
+//! so the lookup is the runtime's `open_in_root` (`openat2` with
+//! `RESOLVE_IN_ROOT` from the rootfs directory). A FIFO or device planted
+//! there must not block or be read either: only regular files are read,
+//! and at most [`MAX_SIZE`] bytes.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, SFlag, fstat};
+
+use crate::runtime::path::open_in_root;
 
 /// Far above any real `/etc/passwd`; a bigger file is an attack on memory.
 pub(crate) const MAX_SIZE: u64 = 4 << 20;
@@ -23,18 +27,12 @@ pub(crate) fn read_in_root(rootfs: &Path, rel: &str) -> std::io::Result<Option<S
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let how = OpenHow::new()
-        // O_NONBLOCK: opening a FIFO must not wait for a writer.
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = loop {
-        match openat2(&root, rel, how) {
-            Ok(fd) => break fd,
-            // A concurrent rename raced the lookup: the kernel asks for a retry.
-            Err(nix::Error::EAGAIN) => continue,
-            Err(nix::Error::ENOENT) | Err(nix::Error::ENOTDIR) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    let fd = match open_in_root(root.as_fd(), Path::new(rel), flags) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) | Err(nix::Error::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     let stat = fstat(&fd)?;
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
