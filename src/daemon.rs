@@ -67,6 +67,10 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("cannot recover pod sandboxes")]
+    Pods(#[from] crate::pod::PodError),
+    #[error("cannot find the host's cgroups")]
+    Cgroups(#[from] crate::runtime::cgroup::CgroupError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -172,10 +176,15 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         crate::stream::Service::start(&config.streaming, Arc::new(crate::stream::NoContainers))
             .await?;
     tracing::info!(address = %stream.address(), "streaming server listening");
+    let cgroups = crate::runtime::cgroup::Cgroups::detect()?;
+    let pods = Arc::new(
+        crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups).await?,
+    );
     let images = image::Service::new(config.clone(), store.clone())?;
     let services = Services {
         node,
         images,
+        pods,
         net,
         stream: Arc::new(stream),
     };

@@ -11,6 +11,8 @@ use tonic::{Code, Response, Status};
 use crate::image::ImageError;
 use crate::net::NetError;
 use crate::node::NodeError;
+use crate::pod::PodError;
+use crate::runtime::cgroup::Fault;
 use crate::state::StoreError;
 use crate::stream::{BackendError, StreamError};
 
@@ -30,6 +32,8 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
+    Pod(#[from] PodError),
+    #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
     Net(#[from] NetError),
@@ -43,6 +47,7 @@ impl Error {
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
             Error::Image(e) => image_code(e),
+            Error::Pod(e) => pod_code(e),
             Error::Stream(e) => stream_code(e),
             Error::Net(e) => net_code(e),
         }
@@ -65,6 +70,29 @@ fn image_code(err: &ImageError) -> Code {
         ImageError::Verify { .. } => Code::DataLoss,
         ImageError::Cancelled => Code::Cancelled,
         ImageError::Io { .. } | ImageError::Task(_) | ImageError::Store(_) => Code::Internal,
+    }
+}
+
+fn pod_code(e: &PodError) -> Code {
+    match e {
+        PodError::NotFound(_) => Code::NotFound,
+        PodError::AmbiguousId { .. } | PodError::InvalidSysctl { .. } => Code::InvalidArgument,
+        PodError::NameReserved { .. } => Code::AlreadyExists,
+        // The handler names something the runtime does not have, like an
+        // unknown image; kubelet reports it on the pod either way.
+        PodError::UnknownHandler(_) => Code::NotFound,
+        PodError::Network(e) => net_code(e),
+        PodError::Cgroup(e) => match e.fault() {
+            Fault::Input => Code::InvalidArgument,
+            Fault::Unsupported => Code::FailedPrecondition,
+            Fault::Host => Code::Internal,
+        },
+        PodError::Namespace(_)
+        | PodError::Holder(_)
+        | PodError::Mount(_)
+        | PodError::Io { .. }
+        | PodError::Task(_)
+        | PodError::Store(_) => Code::Internal,
     }
 }
 

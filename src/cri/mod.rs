@@ -7,6 +7,7 @@ mod image;
 mod images;
 mod runtime;
 mod runtime_info;
+mod sandbox;
 mod streaming;
 
 use std::sync::Arc;
@@ -19,12 +20,14 @@ pub use error::chain;
 pub(crate) use error::observe;
 
 use crate::node::Node;
+use crate::pod;
 
 /// Everything the RPC handlers call into. Cloning is cheap.
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
     pub images: crate::image::Service,
+    pub pods: Arc<pod::Service>,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,
 }

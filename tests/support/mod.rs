@@ -9,3 +9,5 @@ pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};
 pub use registry::Registry;
+pub mod engine;
+pub mod rootfs;
