@@ -69,14 +69,14 @@ pub enum DaemonError {
     Node(#[from] NodeError),
     #[error("cannot recover pod sandboxes")]
     Pods(#[from] crate::pod::PodError),
+    #[error("cannot open the container service")]
+    Container(#[from] crate::container::ContainerError),
     #[error("cannot find the host's cgroups")]
     Cgroups(#[from] crate::runtime::cgroup::CgroupError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
     Stream(#[from] crate::stream::StreamError),
-    #[error("cannot open the container service")]
-    Container(#[from] crate::container::ContainerError),
     #[error("cannot start pod networking")]
     Net(#[from] crate::net::NetError),
     #[error("the gRPC server failed")]
@@ -183,13 +183,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups.clone())
             .await?,
     );
-    let images = image::Service::new(config.clone(), store.clone())?;
     let containers = Arc::new(crate::container::Service::new(
         config.clone(),
         store.clone(),
         pods.clone(),
         cgroups,
     )?);
+    let images = image::Service::new(config.clone(), store.clone())?;
     let services = Services {
         node,
         images,

@@ -268,9 +268,12 @@ async fn command_args_env_logs_and_exit_codes() {
     assert_eq!(st.exit_code, 3);
     assert_eq!(st.reason, "Error");
     assert!(st.finished_at >= st.started_at && st.started_at >= st.created_at);
+    // Two pipes: their relative order is the scheduler's.
+    let mut lines = lines;
+    lines.sort_by(|a, b| a.stream.cmp(&b.stream));
     assert_eq!(
         lines,
-        vec![line("stdout", "F", "out"), line("stderr", "F", "err")]
+        vec![line("stderr", "F", "err"), line("stdout", "F", "out")]
     );
 
     let c = e.container(

@@ -14,6 +14,8 @@ use crate::net::NetError;
 use crate::node::NodeError;
 use crate::pod::PodError;
 use crate::runtime::cgroup::Fault;
+use crate::runtime::seccomp;
+use crate::security;
 use crate::state::StoreError;
 use crate::stream::{BackendError, StreamError};
 
@@ -31,15 +33,19 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Pod(#[from] PodError),
-    #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Security(#[from] security::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
 }
 
 impl Error {
@@ -49,12 +55,33 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
-            Error::Pod(e) => pod_code(e),
             Error::Image(e) => image_code(e),
+            Error::Pod(e) => pod_code(e),
             Error::Stream(e) => stream_code(e),
             Error::Net(e) => net_code(e),
             Error::Container(e) => container_code(e),
+            Error::Security(e) => security_code(e),
+            Error::Seccomp(e) => seccomp_code(e),
         }
+    }
+}
+
+fn image_code(err: &ImageError) -> Code {
+    match err {
+        ImageError::Reference(_) => Code::InvalidArgument,
+        ImageError::Unauthorized { .. } => Code::Unauthenticated,
+        ImageError::Forbidden { .. } => Code::PermissionDenied,
+        ImageError::NotFound { .. } => Code::NotFound,
+        ImageError::Http { .. } | ImageError::Status { .. } | ImageError::Auth { .. } => {
+            Code::Unavailable
+        }
+        // The registry served something unusable: not our bug, not the caller's.
+        ImageError::BadManifest { .. }
+        | ImageError::NoPlatform { .. }
+        | ImageError::Unpack { .. } => Code::FailedPrecondition,
+        ImageError::Verify { .. } => Code::DataLoss,
+        ImageError::Cancelled => Code::Cancelled,
+        ImageError::Io { .. } | ImageError::Task(_) | ImageError::Store(_) => Code::Internal,
     }
 }
 
@@ -78,25 +105,6 @@ fn pod_code(e: &PodError) -> Code {
         | PodError::Io { .. }
         | PodError::Task(_)
         | PodError::Store(_) => Code::Internal,
-    }
-}
-
-fn image_code(err: &ImageError) -> Code {
-    match err {
-        ImageError::Reference(_) => Code::InvalidArgument,
-        ImageError::Unauthorized { .. } => Code::Unauthenticated,
-        ImageError::Forbidden { .. } => Code::PermissionDenied,
-        ImageError::NotFound { .. } => Code::NotFound,
-        ImageError::Http { .. } | ImageError::Status { .. } | ImageError::Auth { .. } => {
-            Code::Unavailable
-        }
-        // The registry served something unusable: not our bug, not the caller's.
-        ImageError::BadManifest { .. }
-        | ImageError::NoPlatform { .. }
-        | ImageError::Unpack { .. } => Code::FailedPrecondition,
-        ImageError::Verify { .. } => Code::DataLoss,
-        ImageError::Cancelled => Code::Cancelled,
-        ImageError::Io { .. } | ImageError::Task(_) | ImageError::Store(_) => Code::Internal,
     }
 }
 
@@ -162,6 +170,41 @@ fn net_code(err: &NetError) -> Code {
         | NetError::Loopback { .. }
         | NetError::Cache { .. }
         | NetError::CacheCorrupt { .. } => Code::Internal,
+    }
+}
+
+fn security_code(err: &security::Error) -> Code {
+    use security::Error as E;
+    match err {
+        E::GroupWithoutUser
+        | E::UnknownUser(_)
+        | E::UnknownGroup(_)
+        | E::InvalidUser { .. }
+        | E::InvalidId { .. }
+        | E::InvalidPath(_)
+        | E::UnknownCapability(_)
+        | E::AmbientOutsideBounding(_)
+        | E::MacUnavailable { .. }
+        | E::InvalidProfile(_)
+        | E::InvalidMapping(_)
+        | E::UnsupportedUsernsMode(_) => Code::InvalidArgument,
+        E::ReadImageFile { .. } => Code::Internal,
+    }
+}
+
+fn seccomp_code(err: &seccomp::Error) -> Code {
+    use seccomp::Error as E;
+    match err {
+        E::RelativePath { .. }
+        | E::Parse { .. }
+        | E::UnknownSyscall(_)
+        | E::UnsupportedAction(_)
+        | E::UnknownArch(_)
+        | E::Invalid(_)
+        | E::Compile { .. } => Code::InvalidArgument,
+        // The node lacks the profile file kubelet named.
+        E::Read { .. } => Code::FailedPrecondition,
+        E::Export(_) | E::Kernel(_) => Code::Internal,
     }
 }
 

@@ -10,6 +10,8 @@ mod images;
 mod runtime;
 mod runtime_info;
 mod sandbox;
+#[allow(dead_code)] // called by the container service's create, not yet wired
+mod security;
 mod streaming;
 
 use std::sync::Arc;
@@ -28,8 +30,8 @@ use crate::pod;
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
-    pub pods: Arc<pod::Service>,
     pub images: crate::image::Service,
+    pub pods: Arc<pod::Service>,
     pub containers: Arc<crate::container::Service>,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,
