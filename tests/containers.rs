@@ -314,6 +314,42 @@ async fn command_args_env_logs_and_exit_codes() {
     let id = e.create(&pod, c).await.expect("create after remove");
     e.remove(&id).await;
 
+    // Two running containers of one pod share its network namespace, and
+    // each has its own mount and PID namespaces.
+    let mut ids = Vec::new();
+    for name in ["net-a", "net-b"] {
+        let id = e
+            .create(&pod, e.container(name, &["sleep", "600"], &[]))
+            .await
+            .expect("create");
+        e.start(&id).await;
+        ids.push(id);
+    }
+    let mut seen = Vec::new();
+    for id in &ids {
+        let out = e
+            .exec(
+                id,
+                &[
+                    "sh",
+                    "-c",
+                    "readlink /proc/self/ns/net; readlink /proc/self/ns/mnt",
+                ],
+                0,
+            )
+            .await
+            .expect("exec");
+        seen.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    let net = |s: &str| s.lines().next().unwrap_or_default().to_string();
+    let mnt = |s: &str| s.lines().nth(1).unwrap_or_default().to_string();
+    assert_eq!(net(&seen[0]), net(&seen[1]));
+    assert!(net(&seen[0]).starts_with("net:["), "{seen:?}");
+    assert_ne!(mnt(&seen[0]), mnt(&seen[1]));
+    for id in &ids {
+        e.remove(id).await;
+    }
+
     // Unknown image: NotFound, nothing reserved.
     let mut bad = e.container("noimage", &["true"], &[]);
     bad.image.as_mut().expect("image").image = "127.0.0.1:1/none:latest".into();
