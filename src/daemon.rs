@@ -174,10 +174,6 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     if !released.is_empty() {
         tracing::info!(pods = ?released, "released the networks of pods whose netns is gone");
     }
-    let stream =
-        crate::stream::Service::start(&config.streaming, Arc::new(crate::stream::NoContainers))
-            .await?;
-    tracing::info!(address = %stream.address(), "streaming server listening");
     let cgroups = crate::runtime::cgroup::Cgroups::detect()?;
     let pods = Arc::new(
         crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups.clone())
@@ -189,6 +185,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         pods.clone(),
         cgroups,
     )?);
+    let stream = crate::stream::Service::start(
+        &config.streaming,
+        Arc::new(crate::container::StreamBackend(containers.clone())),
+    )
+    .await?;
+    tracing::info!(address = %stream.address(), "streaming server listening");
     let images = image::Service::new(config.clone(), store.clone())?;
     let services = Services {
         node,

@@ -435,6 +435,33 @@ async fn stop_exec_stats_update_and_remove_running() {
         "the timed-out command survives"
     );
 
+    // Exec through the streaming server (crictl speaks it), no tty.
+    let socket = format!("unix://{}", e.daemon.socket.display());
+    let cid = id.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("crictl")
+            .args([
+                "--runtime-endpoint",
+                &socket,
+                "--timeout",
+                "20s",
+                "exec",
+                &cid,
+            ])
+            .args(["sh", "-c", "cat /vol/data; echo err >&2; exit 3"])
+            .output()
+            .expect("crictl exec")
+    })
+    .await
+    .expect("join");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from host\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"));
+    // crictl reports the command's exit code and exits 1 itself.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("command terminated with exit code 3"),
+        "{out:?}"
+    );
+
     // Stats, and UpdateContainerResources reaching the cgroup.
     let stats =
         e.rt.container_stats(cri::ContainerStatsRequest {

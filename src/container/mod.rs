@@ -13,6 +13,7 @@ mod lifecycle;
 mod ops;
 pub use ops::{ContainerStats, EXEC_OUTPUT_CAP, ExecOutput};
 mod spec;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 pub use spec::{ContainerResources, ContainerSpec, ImageInfo, Metadata, Propagation, VolumeMount};
+pub use stream::StreamBackend;
 
 use crate::config::Config;
 use crate::monitor::{ExitStatus, MonitorError};
