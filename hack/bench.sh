@@ -131,6 +131,8 @@ remove_cgroups() {
 
 cleanup() {
   local status=$?
+  # Best effort from here on: one step failing must not skip the others.
+  set +e
   stop_pid "$yonggi_pid"
   stop_pid "$containerd_pid"
   stop_pid "$registry_pid"
@@ -144,7 +146,7 @@ cleanup() {
   for c in "${cidrs[@]}"; do
     # yonggi's outbound NAT rule for its built-in CIDR (README, "Pod networking").
     iptables -w -t nat -S POSTROUTING 2>/dev/null | grep -F -- "-s $c " | sed 's/^-A /-D /' |
-      while read -r rule; do eval "iptables -w -t nat $rule" || true; done
+      while read -r rule; do eval "iptables -w -t nat $rule"; done
   done
   # Never rm -rf through a mount: unmount what is left under the temp dir.
   local mounts
