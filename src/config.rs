@@ -51,6 +51,8 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryConfig>,
     pub network: NetworkConfig,
     pub streaming: StreamingConfig,
+    /// RuntimeClass handlers accepted besides the default (""), by name.
+    pub runtime_handlers: BTreeMap<String, RuntimeHandlerConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             registries: BTreeMap::new(),
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
+            runtime_handlers: BTreeMap::new(),
         }
     }
 }
@@ -191,6 +194,13 @@ impl Default for StreamingConfig {
     }
 }
 
+/// One configured runtime handler. Every handler runs pods the same way
+/// today; the table exists so that a RuntimeClass naming it is accepted, and
+/// so that per-handler settings have a home.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandlerConfig {}
+
 impl Config {
     /// Loads `path`; `required` says whether a missing file is an error.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
@@ -299,6 +309,22 @@ impl Config {
                 format!("{bridge:?} is not a valid interface name (1-15 characters)"),
             ));
         }
+        for name in self.runtime_handlers.keys() {
+            // RuntimeClass handlers are DNS labels.
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label {
+                return Err(invalid(
+                    &format!("runtime_handlers.\"{name}\""),
+                    "a handler name is a DNS label (a-z, 0-9, '-', at most 63)".to_string(),
+                ));
+            }
+        }
         if self.streaming.token_ttl_seconds == 0 {
             return Err(invalid(
                 "streaming.token_ttl_seconds",
@@ -386,6 +412,10 @@ mod tests {
             (
                 "[registries.\"docker.io\"]\nmirrors_replace_upstream = true\n",
                 "mirrors_replace_upstream",
+            ),
+            (
+                "[runtime_handlers.Bad_Name]\n",
+                "runtime_handlers.\"Bad_Name\"",
             ),
         ] {
             let err = parse(toml).expect_err(toml);

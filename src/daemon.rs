@@ -66,6 +66,10 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("cannot recover pod sandboxes")]
+    Pods(#[from] crate::pod::PodError),
+    #[error("cannot find the host's cgroups")]
+    Cgroups(#[from] crate::runtime::cgroup::CgroupError),
     #[error(transparent)]
     Stream(#[from] crate::stream::StreamError),
     #[error("cannot start pod networking")]
@@ -169,8 +173,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         crate::stream::Service::start(&config.streaming, Arc::new(crate::stream::NoContainers))
             .await?;
     tracing::info!(address = %stream.address(), "streaming server listening");
+    let cgroups = crate::runtime::cgroup::Cgroups::detect()?;
+    let pods = Arc::new(
+        crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups).await?,
+    );
     let services = Services {
         node,
+        pods,
         net,
         stream: Arc::new(stream),
     };

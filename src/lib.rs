@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod logging;
 pub mod net;
 pub mod node;
+pub mod pod;
 pub mod runtime;
 pub mod state;
 pub mod stream;

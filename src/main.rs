@@ -33,6 +33,19 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<Format>,
     },
+    /// Internal: PID 1 of a pod's PID namespace (started by `serve`).
+    #[command(name = "pod-init", hide = true)]
+    PodInit {
+        /// Network namespace file to join.
+        #[arg(long)]
+        net: Option<PathBuf>,
+        /// IPC namespace file to join.
+        #[arg(long)]
+        ipc: Option<PathBuf>,
+        /// UTS namespace file to join.
+        #[arg(long)]
+        uts: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -49,6 +62,14 @@ fn main() -> ExitCode {
             log_level,
             log_format,
         } => serve(config, log_level, log_format),
+        // Single-threaded: no async runtime exists in this mode, ever.
+        Command::PodInit { net, ipc, uts } => {
+            yonggi::runtime::pid_holder::run(&yonggi::runtime::pid_holder::HolderArgs {
+                net,
+                ipc,
+                uts,
+            })
+        }
     }
 }
 

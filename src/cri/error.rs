@@ -10,6 +10,8 @@ use tonic::{Code, Response, Status};
 
 use crate::net::NetError;
 use crate::node::NodeError;
+use crate::pod::PodError;
+use crate::runtime::cgroup::Fault;
 use crate::state::StoreError;
 use crate::stream::{BackendError, StreamError};
 
@@ -27,6 +29,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Pod(#[from] PodError),
+    #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
     Net(#[from] NetError),
@@ -39,9 +43,33 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
+            Error::Pod(e) => pod_code(e),
             Error::Stream(e) => stream_code(e),
             Error::Net(e) => net_code(e),
         }
+    }
+}
+
+fn pod_code(e: &PodError) -> Code {
+    match e {
+        PodError::NotFound(_) => Code::NotFound,
+        PodError::AmbiguousId { .. } | PodError::InvalidSysctl { .. } => Code::InvalidArgument,
+        PodError::NameReserved { .. } => Code::AlreadyExists,
+        // The handler names something the runtime does not have, like an
+        // unknown image; kubelet reports it on the pod either way.
+        PodError::UnknownHandler(_) => Code::NotFound,
+        PodError::Network(e) => net_code(e),
+        PodError::Cgroup(e) => match e.fault() {
+            Fault::Input => Code::InvalidArgument,
+            Fault::Unsupported => Code::FailedPrecondition,
+            Fault::Host => Code::Internal,
+        },
+        PodError::Namespace(_)
+        | PodError::Holder(_)
+        | PodError::Mount(_)
+        | PodError::Io { .. }
+        | PodError::Task(_)
+        | PodError::Store(_) => Code::Internal,
     }
 }
 

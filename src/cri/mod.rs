@@ -6,6 +6,7 @@ mod error;
 mod image;
 mod runtime;
 mod runtime_info;
+mod sandbox;
 mod streaming;
 
 use std::sync::Arc;
@@ -18,11 +19,13 @@ pub use error::chain;
 pub(crate) use error::observe;
 
 use crate::node::Node;
+use crate::pod;
 
 /// Everything the RPC handlers call into. Cloning is cheap.
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub pods: Arc<pod::Service>,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,
 }

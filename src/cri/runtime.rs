@@ -7,7 +7,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{Error, Services, observe, runtime_info, streaming};
+use super::{Error, Services, observe, runtime_info, sandbox, streaming};
 
 pub struct RuntimeApi {
     s: Services,
@@ -33,50 +33,45 @@ impl RuntimeService for RuntimeApi {
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<cri::RunPodSandboxRequest>,
+        req: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        observe("RunPodSandbox", async {
-            Err(Error::Unimplemented("RunPodSandbox"))
-        })
-        .await
+        observe("RunPodSandbox", sandbox::run(&self.s, req.into_inner())).await
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<cri::StopPodSandboxRequest>,
+        req: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        observe("StopPodSandbox", async {
-            Err(Error::Unimplemented("StopPodSandbox"))
-        })
-        .await
+        observe("StopPodSandbox", sandbox::stop(&self.s, req.into_inner())).await
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<cri::RemovePodSandboxRequest>,
+        req: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        observe("RemovePodSandbox", async {
-            Err(Error::Unimplemented("RemovePodSandbox"))
-        })
+        observe(
+            "RemovePodSandbox",
+            sandbox::remove(&self.s, req.into_inner()),
+        )
         .await
     }
 
     async fn pod_sandbox_status(
         &self,
-        _req: Request<cri::PodSandboxStatusRequest>,
+        req: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         observe("PodSandboxStatus", async {
-            Err(Error::Unimplemented("PodSandboxStatus"))
+            sandbox::status(&self.s, req.into_inner())
         })
         .await
     }
 
     async fn list_pod_sandbox(
         &self,
-        _req: Request<cri::ListPodSandboxRequest>,
+        req: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         observe("ListPodSandbox", async {
-            Err(Error::Unimplemented("ListPodSandbox"))
+            sandbox::list(&self.s, req.into_inner())
         })
         .await
     }

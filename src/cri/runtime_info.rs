@@ -44,13 +44,18 @@ pub(super) fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Statu
         info,
         // Features are advertised only once they work: critest and kubelet
         // gate behaviour on them.
-        runtime_handlers: vec![cri::RuntimeHandler {
-            name: String::new(),
-            features: Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            }),
-        }],
+        // The default handler, then every configured one (they all run pods
+        // the same way, so they share the features).
+        runtime_handlers: std::iter::once(String::new())
+            .chain(s.node.config().runtime_handlers.keys().cloned())
+            .map(|name| cri::RuntimeHandler {
+                name,
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            })
+            .collect(),
         features: Some(cri::RuntimeFeatures {
             supplemental_groups_policy: false,
         }),
