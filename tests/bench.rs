@@ -62,7 +62,7 @@ async fn a_short_run_measures_or_names_what_is_unimplemented_and_leaves_nothing(
         .args(["--name", "yonggi"])
         .arg("--endpoint")
         .arg(format!("unix://{}", daemon.socket.display()))
-        .args(["--daemon-pid", &daemon.pid().to_string()])
+        // No --daemon-pid: the bench finds the socket's owner itself.
         .arg("--helper-match")
         .arg(daemon.dir.path())
         .args(["--lifecycles", "2", "--parallel", "2", "--concurrency", "2"])
@@ -121,7 +121,8 @@ async fn a_short_run_measures_or_names_what_is_unimplemented_and_leaves_nothing(
             );
         }
     }
-    // The daemon's memory is always measurable, and a clean run leaves no pod.
+    // The daemon's memory is always measurable (so its pid was found), and
+    // a clean run leaves no pod.
     let value_of = |key: &str| {
         rows.iter()
             .find(|r| r["key"] == key)
