@@ -7,10 +7,12 @@ pub mod config;
 pub mod cri;
 pub mod daemon;
 pub mod logging;
+pub mod monitor;
 pub mod net;
 pub mod node;
 pub mod pod;
 pub mod runtime;
+pub mod snapshot;
 pub mod state;
 pub mod stream;
 /// Test and operations tooling (test images, pushing them); not used by the

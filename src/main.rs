@@ -33,6 +33,18 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<Format>,
     },
+    /// Internal: the per-container monitor, started by the daemon.
+    #[command(hide = true)]
+    Monitor {
+        /// The container's state dir (config.json, monitor.json).
+        state_dir: PathBuf,
+    },
+    /// Internal: run one process in a running container (ExecSync).
+    #[command(hide = true)]
+    Exec {
+        /// The exec spec (JSON `runtime::exec::ExecSpec`).
+        spec: PathBuf,
+    },
     /// Internal: PID 1 of a pod's PID namespace (started by `serve`).
     #[command(name = "pod-init", hide = true)]
     PodInit {
@@ -62,6 +74,10 @@ fn main() -> ExitCode {
             log_level,
             log_format,
         } => serve(config, log_level, log_format),
+        // Before any runtime or thread: the monitor forks.
+        Command::Monitor { state_dir } => yonggi::monitor::main(&state_dir),
+        // Before any runtime or thread: it joins a mount namespace and forks.
+        Command::Exec { spec } => yonggi::runtime::exec::main(&spec),
         // Single-threaded: no async runtime exists in this mode, ever.
         Command::PodInit { net, ipc, uts } => {
             yonggi::runtime::pid_holder::run(&yonggi::runtime::pid_holder::HolderArgs {

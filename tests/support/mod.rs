@@ -8,3 +8,5 @@ pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};
 pub use registry::Registry;
+pub mod engine;
+pub mod rootfs;

@@ -41,6 +41,7 @@ mod bpf;
 mod devices;
 mod fs;
 mod hierarchy;
+mod join;
 mod path;
 mod procs;
 #[cfg(test)]

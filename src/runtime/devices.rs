@@ -1,0 +1,129 @@
+//! Device nodes and the conventional symlinks of a container's `/dev`.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
+use nix::unistd::{Gid, Uid, fchownat, symlinkat};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+
+use super::channel::SetupError;
+use super::path::{mkdir_all_in_root, mount_target, proc_fd};
+
+/// One node to make: path inside the rootfs, kind, numbers, mode, owner.
+pub(crate) struct Node {
+    pub path: PathBuf,
+    pub kind: SFlag,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The nodes every container gets, as runc and containerd give them.
+pub(crate) fn defaults() -> Vec<Node> {
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| Node {
+        path: Path::new("/dev").join(name),
+        kind: SFlag::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
+}
+
+pub(crate) fn from_spec(dev: &LinuxDevice) -> Option<Node> {
+    let kind = match dev.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        LinuxDeviceType::A => return None,
+    };
+    Some(Node {
+        path: dev.path().clone(),
+        kind,
+        major: u64::try_from(dev.major()).unwrap_or(0),
+        minor: u64::try_from(dev.minor()).unwrap_or(0),
+        mode: dev.file_mode().unwrap_or(0o666),
+        uid: dev.uid().unwrap_or(0),
+        gid: dev.gid().unwrap_or(0),
+    })
+}
+
+/// Makes `node` inside the root; where mknod is not allowed, binds the
+/// host's node of the same path instead.
+pub(crate) fn create(root: BorrowedFd<'_>, node: &Node) -> Result<(), SetupError> {
+    let step = format!("creating device {}", node.path.display());
+    let parent = node.path.parent().unwrap_or(Path::new("/dev"));
+    let Some(name) = node.path.file_name() else {
+        return Err(SetupError::new(step, "device path has no file name"));
+    };
+    let dir = mkdir_all_in_root(root, parent).map_err(|e| SetupError::new(&step, e))?;
+    let mode = Mode::from_bits_truncate(node.mode & 0o7777);
+    let dev = makedev(node.major, node.minor);
+    match mknodat(dir.as_fd(), name, node.kind, mode, dev) {
+        Ok(()) => {}
+        Err(nix::Error::EEXIST) => return Ok(()),
+        Err(nix::Error::EPERM) => {
+            let target =
+                mount_target(root, &node.path, false).map_err(|e| SetupError::new(&step, e))?;
+            return mount(
+                Some(&node.path),
+                &proc_fd(target.as_fd()),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| SetupError::new(step, e));
+        }
+        Err(e) => return Err(SetupError::new(step, e)),
+    }
+    // mknod honours the umask; the mode is set again without it.
+    nix::sys::stat::fchmodat(
+        dir.as_fd(),
+        name,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| SetupError::new(&step, e))?;
+    fchownat(
+        dir.as_fd(),
+        name,
+        Some(Uid::from_raw(node.uid)),
+        Some(Gid::from_raw(node.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| SetupError::new(step, e))
+}
+
+/// `/dev/fd`, `/dev/std{in,out,err}`, `/dev/ptmx`.
+pub(crate) fn symlinks(root: BorrowedFd<'_>) -> Result<(), SetupError> {
+    let dev = mkdir_all_in_root(root, Path::new("/dev"))
+        .map_err(|e| SetupError::new("opening /dev", e))?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        match symlinkat(target, dev.as_fd(), name) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(SetupError::new(format!("linking /dev/{name}"), e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The container's init, between `fork` in the monitor and `execve`: runs
+//! only in that freshly forked, single-threaded child. Every step that can
+//! fail names itself in the [`SetupError`] sent back to the monitor.
+//!
+//! Order: stdio and session → cgroups → namespaces (join, then create) →
+//! hostname → rootfs, mounts, `pivot_root` → sysctls → masked and
+//! read-only paths → rlimits → user,
+//! capabilities, cwd, no_new_privs → program lookup → `Created`, wait for
+//! `Start` → every fd above 2 close-on-exec → `execve`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, open};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::Mode;
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, execve, sethostname, setsid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::channel::{Channel, FromInit, SetupError, ToInit};
+use super::{process, rootfs, sys};
+
+/// The init's standard streams.
+pub enum InitStdio {
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// The pty's replica side, for all three and as controlling terminal.
+    Tty(OwnedFd),
+}
+
+pub(crate) struct Init<'a> {
+    pub spec: &'a Spec,
+    pub cgroup_dirs: &'a [PathBuf],
+    pub stdio: InitStdio,
+    pub channel: Channel,
+}
+
+/// Runs the init; never returns.
+pub(crate) fn run(init: Init<'_>) -> ! {
+    let exec = match setup(&init) {
+        Ok(exec) => exec,
+        Err(e) => {
+            let _ = init.channel.send(&FromInit::Failed(e));
+            std::process::exit(1);
+        }
+    };
+    if init.channel.send(&FromInit::Created).is_err() {
+        std::process::exit(1);
+    }
+    match init.channel.recv::<ToInit>() {
+        Ok(Some(ToInit::Start)) => {}
+        // The monitor went away or changed its mind: nothing to run.
+        _ => std::process::exit(1),
+    }
+    let result = (|| {
+        nix::sys::prctl::set_pdeathsig(None).map_err(|e| SetupError::new("pdeathsig", e))?;
+        sys::close_range_cloexec(3).map_err(|e| SetupError::new("closing fds", e))?;
+        // The monitor blocks SIGCHLD and Rust ignores SIGPIPE; both would
+        // survive the exec.
+        sys::reset_signals().map_err(|e| SetupError::new("resetting signals", e))?;
+        let err = execve(&exec.path, &exec.args, &exec.env).err();
+        Err::<(), _>(SetupError::new(
+            format!("exec {}", exec.path.to_string_lossy()),
+            err.map_or_else(|| "returned".to_string(), |e| e.to_string()),
+        ))
+    })();
+    if let Err(e) = result {
+        let _ = init.channel.send(&FromInit::Failed(e));
+    }
+    std::process::exit(127);
+}
+
+fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
+    // Until the exec the init must not outlive its monitor.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| SetupError::new("pdeathsig", e))?;
+    setsid().map_err(|e| SetupError::new("setsid", e))?;
+    match &init.stdio {
+        InitStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            dup2_stdin(stdin).map_err(|e| SetupError::new("stdin", e))?;
+            dup2_stdout(stdout).map_err(|e| SetupError::new("stdout", e))?;
+            dup2_stderr(stderr).map_err(|e| SetupError::new("stderr", e))?;
+        }
+        InitStdio::Tty(tty) => {
+            sys::set_controlling_terminal(tty.as_fd())
+                .map_err(|e| SetupError::new("controlling terminal", e))?;
+            dup2_stdin(tty).map_err(|e| SetupError::new("stdin", e))?;
+            dup2_stdout(tty).map_err(|e| SetupError::new("stdout", e))?;
+            dup2_stderr(tty).map_err(|e| SetupError::new("stderr", e))?;
+        }
+    }
+    for dir in init.cgroup_dirs {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, "0")
+            .map_err(|e| SetupError::new(format!("joining cgroup {}", dir.display()), e))?;
+    }
+    let spec = init.spec;
+    let new_uts = namespaces(spec)?;
+    let hostname = spec.hostname().as_deref().filter(|h| !h.is_empty());
+    if new_uts && let Some(hostname) = hostname {
+        sethostname(hostname).map_err(|e| SetupError::new("sethostname", e))?;
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| SetupError::new("rootfs", "the spec has no root"))?;
+    if !root.is_absolute() {
+        return Err(SetupError::new("rootfs", "root.path must be absolute"));
+    }
+    let new_cgroupns = spec.linux().as_ref().is_some_and(|l| {
+        l.namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+    });
+    rootfs::build(spec, &root, new_cgroupns)?;
+    // Through the container's own /proc, before /proc/sys goes read-only.
+    if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for (key, value) in sysctls {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            std::fs::write(&path, value)
+                .map_err(|e| SetupError::new(format!("setting sysctl {key}"), e))?;
+        }
+    }
+    rootfs::finish(spec)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SetupError::new("process", "the spec has no process"))?;
+    process::set_rlimits(process)?;
+    process::drop_privileges(process)?;
+    process::resolve_exec(process)
+}
+
+/// Joins the namespaces the spec names by path and creates the others
+/// (the PID namespace is the monitor's business: it applies to the fork).
+/// Returns whether the UTS namespace is new.
+fn namespaces(spec: &Spec) -> Result<bool, SetupError> {
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let mut join = Vec::new();
+    // A mount namespace of its own, always: the rootfs setup must not touch
+    // the host's.
+    let mut create = CloneFlags::CLONE_NEWNS;
+    let mut new_uts = false;
+    for ns in &list {
+        let flag = match ns.typ() {
+            LinuxNamespaceType::Pid => continue,
+            LinuxNamespaceType::Mount => {
+                if ns.path().is_some() {
+                    return Err(SetupError::new(
+                        "namespaces",
+                        "joining a mount namespace is not supported",
+                    ));
+                }
+                continue;
+            }
+            LinuxNamespaceType::User => {
+                return Err(SetupError::new(
+                    "namespaces",
+                    "user namespaces are not supported yet",
+                ));
+            }
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+        };
+        match ns.path() {
+            Some(path) => {
+                let fd =
+                    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+                        SetupError::new(format!("opening namespace {}", path.display()), e)
+                    })?;
+                join.push((fd, flag, path.clone()));
+            }
+            None => {
+                create |= flag;
+                new_uts |= flag == CloneFlags::CLONE_NEWUTS;
+            }
+        }
+    }
+    for (fd, flag, path) in &join {
+        setns(fd, *flag)
+            .map_err(|e| SetupError::new(format!("joining namespace {}", path.display()), e))?;
+    }
+    unshare(create).map_err(|e| SetupError::new("creating namespaces", e))?;
+    Ok(new_uts)
+}

@@ -1,0 +1,272 @@
+//! The few system calls neither `nix` nor `caps` wrap safely, each behind a
+//! safe function whose contract the caller can keep.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::unistd::ForkResult;
+
+/// `fork(2)`, refused unless this process has exactly one thread: only
+/// then may the child go on running arbitrary code (allocate, take locks).
+pub fn fork_single_threaded() -> io::Result<ForkResult> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above, and
+    // nothing in this call path starts one), so the child inherits no lock
+    // held by another thread and may run any code.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// `struct clone_args` of `<linux/sched.h>` (the fields up to `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Like [`fork_single_threaded`], but the child starts as a member of the
+/// cgroup v2 directory `cgroup` (`clone3` with `CLONE_INTO_CGROUP`, kernel
+/// 5.7+), which skips a `cgroup.procs` write that can stall on an RCU
+/// grace period.
+pub fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<ForkResult> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    let fd = u64::try_from(cgroup.as_raw_fd()).map_err(io::Error::other)?;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        // No stack: the child runs on a copy of ours, as after fork(2).
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: fd,
+    };
+    // SAFETY: the process has a single thread (checked above), so as with
+    // fork the child may run any code; `args` outlives the call and its
+    // size is passed with it; no stack or tls pointer is handed over.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        pid => {
+            let pid = i32::try_from(pid).map_err(io::Error::other)?;
+            Ok(ForkResult::Parent {
+                child: nix::unistd::Pid::from_raw(pid),
+            })
+        }
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so a failed exec
+/// can still report on its channel while a successful one leaks nothing.
+pub fn close_range_cloexec(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors; it takes no pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `struct mount_attr` of `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const AT_RECURSIVE: libc::c_int = 0x8000;
+
+/// Makes the mount `fd` refers to read-only, with every mount below it
+/// when `recursive` (`mount_setattr(2)`; kernel 5.12+).
+pub fn mount_set_read_only(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` lives
+    // across the call and its size is passed with it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal `fd` the controlling terminal of this session.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no pointer.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setrlimit(2)` by the kernel's resource number.
+pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `limit` is a valid rlimit that outlives the call.
+    let rc = unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The value of extended attribute `name` of `path` (not following a final
+/// symlink), or `None` when it is not set.
+pub fn lgetxattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let c_name = CString::new(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: both strings are NUL-terminated and the buffer pointer
+        // and length describe memory we own.
+        let rc = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Unblocks every signal and resets ignored ones to their default action:
+/// a mask and `SIG_IGN` dispositions are inherited across `execve`.
+pub fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code, so no handler can run
+        // in an async-signal-unsafe context.
+        unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}
+
+/// The names of the extended attributes of `path` (not following a final
+/// symlink).
+pub fn llistxattr(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: the path is NUL-terminated and the buffer pointer and
+        // length describe memory we own.
+        let rc = unsafe { libc::llistxattr(c_path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(err),
+        }
+    }
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// Sets extended attribute `name` of `path` (not following a final symlink).
+pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let c_name = CString::new(name)?;
+    // SAFETY: both strings are NUL-terminated and the value pointer and
+    // length describe a live slice.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Snapshots as root: overlay and copy give the same merged view, writes
+//! land in the container's own layer, read-only means read-only, and
+//! nothing stays mounted.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use support::daemon::require_root;
+use yonggi::snapshot::{Backend, Kind, SnapshotError, Snapshotter};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("yonggi-snap-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+    fs::write(path, text).expect("write");
+}
+
+/// Two layers in the form the unpacker leaves: the top one deletes
+/// `a/gone` with a whiteout and hides `b/` below it with an opaque dir.
+fn layers(dir: &Path) -> Vec<PathBuf> {
+    let base = dir.join("layers/base");
+    write(&base.join("a/gone"), "base");
+    write(&base.join("a/kept"), "base");
+    write(&base.join("b/hidden"), "base");
+    write(&base.join("c/replaced"), "base");
+    fs::create_dir_all(base.join("d")).expect("dir");
+    std::os::unix::fs::symlink("a/kept", base.join("link")).expect("symlink");
+    let top = dir.join("layers/top");
+    fs::create_dir_all(top.join("a")).expect("dir");
+    mknod(
+        &top.join("a/gone"),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .expect("whiteout");
+    write(&top.join("b/new"), "top");
+    yonggi::runtime::sys::lsetxattr(&top.join("b"), b"trusted.overlay.opaque", b"y")
+        .expect("opaque xattr");
+    write(&top.join("c/replaced"), "top");
+    // A file where the base had a directory.
+    write(&top.join("d"), "file now");
+    vec![base, top]
+}
+
+/// path -> content (files), "<dir>" or "-> target".
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("prefix")
+                .display()
+                .to_string();
+            let meta = fs::symlink_metadata(&path).expect("meta");
+            let value = if meta.is_dir() {
+                stack.push(path);
+                "<dir>".to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&path).expect("link").display())
+            } else {
+                fs::read_to_string(&path).expect("file")
+            };
+            out.insert(rel, value);
+        }
+    }
+    out
+}
+
+fn mounted_under(dir: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.contains(&*dir.to_string_lossy())
+}
+
+#[test]
+fn overlay_and_copy_give_the_same_merged_view() {
+    require_root();
+    let dir = tempdir();
+    let layers = layers(dir.path());
+    let want: BTreeMap<String, String> = [
+        ("a", "<dir>"),
+        ("a/kept", "base"),
+        ("b", "<dir>"),
+        ("b/new", "top"),
+        ("c", "<dir>"),
+        ("c/replaced", "top"),
+        ("d", "file now"),
+        ("link", "-> a/kept"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (backend, kind) in [
+        (Backend::Overlay, Kind::Overlay),
+        (Backend::Copy, Kind::Copy),
+    ] {
+        let snaps = Snapshotter::new(&dir.path().join(format!("{backend:?}")), backend);
+        let snap = snaps.prepare("s1", &layers, false).expect("prepare");
+        assert_eq!(snap.kind, kind);
+        assert_eq!(tree(&snap.rootfs), want, "{backend:?}");
+        snaps.remove("s1").expect("remove");
+        assert!(!snap.rootfs.exists());
+    }
+    assert!(!mounted_under(dir.path()));
+}
+
+#[test]
+fn writes_land_in_the_writable_layer_and_are_counted() {
+    require_root();
+    let dir = tempdir();
+    let layers = layers(dir.path());
+    let snaps = Snapshotter::new(dir.path(), Backend::Overlay);
+    let snap = snaps.prepare("s1", &layers, false).expect("prepare");
+    let before = snaps.usage("s1").expect("usage");
+    fs::write(snap.rootfs.join("new-file"), vec![b'x'; 100 * 1024]).expect("write");
+    fs::remove_file(snap.rootfs.join("a/kept")).expect("delete");
+    let after = snaps.usage("s1").expect("usage");
+    assert!(
+        after.bytes >= before.bytes + 100 * 1024,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.inodes >= before.inodes + 2, "{before:?} -> {after:?}");
+    // The layers themselves are untouched.
+    assert!(layers[0].join("a/kept").exists());
+    assert!(!layers[1].join("new-file").exists());
+    // Unmount and remount keep the writes.
+    snaps.unmount("s1").expect("unmount");
+    assert!(!snap.rootfs.join("new-file").exists());
+    snaps.unmount("s1").expect("unmount twice");
+    snaps.remount("s1", &layers).expect("remount");
+    assert_eq!(
+        fs::metadata(snap.rootfs.join("new-file"))
+            .expect("kept")
+            .size(),
+        100 * 1024
+    );
+    snaps.remove("s1").expect("remove");
+    snaps.remove("s1").expect("remove twice");
+    assert!(!mounted_under(dir.path()));
+}
+
+#[test]
+fn read_only_snapshots_refuse_writes() {
+    require_root();
+    let dir = tempdir();
+    let layers = layers(dir.path());
+    let snaps = Snapshotter::new(dir.path(), Backend::Overlay);
+    for (id, layers) in [("two", &layers[..]), ("one", &layers[..1])] {
+        let snap = snaps.prepare(id, layers, true).expect("prepare");
+        assert_eq!(snap.kind, Kind::OverlayReadOnly);
+        let err = fs::write(snap.rootfs.join("x"), "x").expect_err("read-only");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{id}");
+        assert!(snap.rootfs.join("a").exists());
+        assert_eq!(snaps.usage(id).expect("usage").bytes, 0);
+        snaps.remove(id).expect("remove");
+    }
+    assert!(!mounted_under(dir.path()));
+}
+
+/// 120 layers under long paths overflow mount(2)'s one-page option string;
+/// the snapshotter names them by file descriptor instead.
+#[test]
+fn many_layers_with_long_paths_still_mount() {
+    require_root();
+    let dir = tempdir();
+    let long = "l".repeat(60);
+    let layers: Vec<PathBuf> = (0..120)
+        .map(|i| {
+            let layer = dir.path().join(format!("{long}/{long}/{i:03}"));
+            write(&layer.join(format!("f{i}")), &i.to_string());
+            layer
+        })
+        .collect();
+    let total: usize = layers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(total > 4096, "the test must overflow a page ({total})");
+    let snaps = Snapshotter::new(dir.path(), Backend::Overlay);
+    let snap = snaps.prepare("s1", &layers, false).expect("prepare");
+    assert_eq!(snap.kind, Kind::Overlay);
+    assert_eq!(
+        fs::read_to_string(snap.rootfs.join("f0")).expect("bottom"),
+        "0"
+    );
+    assert_eq!(
+        fs::read_to_string(snap.rootfs.join("f119")).expect("top"),
+        "119"
+    );
+    snaps.remove("s1").expect("remove");
+    assert!(!mounted_under(dir.path()));
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    require_root();
+    let dir = tempdir();
+    let layers = layers(dir.path());
+    let snaps = Snapshotter::new(dir.path(), Backend::Auto);
+    for id in ["", "../x", "a/b", "."] {
+        assert!(matches!(
+            snaps.prepare(id, &layers, false),
+            Err(SnapshotError::InvalidId(_))
+        ));
+    }
+    assert!(matches!(
+        snaps.prepare("s1", &[], false),
+        Err(SnapshotError::NoLayers)
+    ));
+    let missing = vec![dir.path().join("nope")];
+    assert!(matches!(
+        snaps.prepare("s1", &missing, false),
+        Err(SnapshotError::BadLayer { .. })
+    ));
+    assert!(!dir.path().join("snapshots/s1").exists());
+    snaps.prepare("s1", &layers, false).expect("prepare");
+    assert!(matches!(
+        snaps.prepare("s1", &layers, false),
+        Err(SnapshotError::Exists(_))
+    ));
+    assert!(matches!(snaps.usage("s2"), Err(SnapshotError::NotFound(_))));
+    snaps.remove("s1").expect("remove");
+    assert!(!mounted_under(dir.path()));
+}
