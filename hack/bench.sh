@@ -113,10 +113,11 @@ kill_leftovers() {
   done
 }
 
-# The pods' cgroups: kill what is still in them, then remove them deepest first.
+# The pods' cgroups (at the top of a v2 hierarchy or of each v1 one): kill
+# what is still in them, then remove them deepest first.
 remove_cgroups() {
   local dirs d pid
-  dirs="$(find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d -name "$tag-*" 2>/dev/null || true)"
+  dirs="$(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$tag-*" 2>/dev/null || true)"
   [ -n "$dirs" ] || return 0
   for d in $dirs; do
     for pid in $(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null); do
