@@ -12,6 +12,7 @@ packages=(
   iptables                     # the portmap CNI plugin needs it for host ports
   binutils                     # as + ld: assemble the setuid `nnp` of the critest nonewprivs image
   curl                         # hack/critest.sh polls the registry
+  libseccomp-dev               # libseccomp, linked by the `libseccomp` crate: seccomp profiles → BPF
 )
 
 missing=()

@@ -12,6 +12,7 @@ pub mod net;
 pub mod node;
 pub mod pod;
 pub mod runtime;
+pub mod security;
 pub mod snapshot;
 pub mod state;
 pub mod stream;

@@ -12,6 +12,8 @@ use crate::net::NetError;
 use crate::node::NodeError;
 use crate::pod::PodError;
 use crate::runtime::cgroup::Fault;
+use crate::runtime::seccomp;
+use crate::security;
 use crate::state::StoreError;
 use crate::stream::{BackendError, StreamError};
 
@@ -34,6 +36,10 @@ pub enum Error {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error(transparent)]
+    Security(#[from] security::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
 }
 
 impl Error {
@@ -46,6 +52,8 @@ impl Error {
             Error::Pod(e) => pod_code(e),
             Error::Stream(e) => stream_code(e),
             Error::Net(e) => net_code(e),
+            Error::Security(e) => security_code(e),
+            Error::Seccomp(e) => seccomp_code(e),
         }
     }
 }
@@ -107,6 +115,41 @@ fn net_code(err: &NetError) -> Code {
         | NetError::Loopback { .. }
         | NetError::Cache { .. }
         | NetError::CacheCorrupt { .. } => Code::Internal,
+    }
+}
+
+fn security_code(err: &security::Error) -> Code {
+    use security::Error as E;
+    match err {
+        E::GroupWithoutUser
+        | E::UnknownUser(_)
+        | E::UnknownGroup(_)
+        | E::InvalidUser { .. }
+        | E::InvalidId { .. }
+        | E::InvalidPath(_)
+        | E::UnknownCapability(_)
+        | E::AmbientOutsideBounding(_)
+        | E::MacUnavailable { .. }
+        | E::InvalidProfile(_)
+        | E::InvalidMapping(_)
+        | E::UnsupportedUsernsMode(_) => Code::InvalidArgument,
+        E::ReadImageFile { .. } => Code::Internal,
+    }
+}
+
+fn seccomp_code(err: &seccomp::Error) -> Code {
+    use seccomp::Error as E;
+    match err {
+        E::RelativePath { .. }
+        | E::Parse { .. }
+        | E::UnknownSyscall(_)
+        | E::UnsupportedAction(_)
+        | E::UnknownArch(_)
+        | E::Invalid(_)
+        | E::Compile { .. } => Code::InvalidArgument,
+        // The node lacks the profile file kubelet named.
+        E::Read { .. } => Code::FailedPrecondition,
+        E::Export(_) | E::Kernel(_) => Code::Internal,
     }
 }
 

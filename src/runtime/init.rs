@@ -4,9 +4,9 @@
 //!
 //! Order: stdio and session → cgroups → namespaces (join, then create) →
 //! hostname → rootfs, mounts, `pivot_root` → sysctls → masked and
-//! read-only paths → rlimits → user,
-//! capabilities, cwd, no_new_privs → program lookup → `Created`, wait for
-//! `Start` → every fd above 2 close-on-exec → `execve`.
+//! read-only paths → rlimits → seccomp (without no_new_privs) → user,
+//! capabilities, cwd, no_new_privs → seccomp (with it) → program lookup →
+//! `Created`, wait for `Start` → every fd above 2 close-on-exec → `execve`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, execve, sethostname, set
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::channel::{Channel, FromInit, SetupError, ToInit};
-use super::{process, rootfs, sys};
+use super::{process, rootfs, seccomp, sys};
 
 /// The init's standard streams.
 pub enum InitStdio {
@@ -136,7 +136,14 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
         .as_ref()
         .ok_or_else(|| SetupError::new("process", "the spec has no process"))?;
     process::set_rlimits(process)?;
+    let filter = seccomp::prepare(spec).map_err(|e| SetupError::new("seccomp profile", e))?;
+    let install = |at| {
+        seccomp::install_at(filter.as_ref(), at)
+            .map_err(|e| SetupError::new("installing seccomp", e))
+    };
+    install(seccomp::InstallAt::BeforeDroppingPrivileges)?;
     process::drop_privileges(process)?;
+    install(seccomp::InstallAt::AfterDroppingPrivileges)?;
     process::resolve_exec(process)
 }
 

@@ -25,6 +25,7 @@ pub mod path;
 pub mod pid_holder;
 mod process;
 mod rootfs;
+pub mod seccomp;
 pub mod spawn;
 pub mod sys;
 
