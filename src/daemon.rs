@@ -19,6 +19,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::cri::{self, Services};
+use crate::image::{self, ImageError};
 use crate::node::{Node, NodeError};
 use crate::state::{Store, StoreError};
 
@@ -70,6 +71,8 @@ pub enum DaemonError {
     Pods(#[from] crate::pod::PodError),
     #[error("cannot find the host's cgroups")]
     Cgroups(#[from] crate::runtime::cgroup::CgroupError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
     #[error(transparent)]
     Stream(#[from] crate::stream::StreamError),
     #[error("cannot start pod networking")]
@@ -177,8 +180,10 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let pods = Arc::new(
         crate::pod::Service::new(config.clone(), store.clone(), net.clone(), cgroups).await?,
     );
+    let images = image::Service::new(config.clone(), store.clone())?;
     let services = Services {
         node,
+        images,
         pods,
         net,
         stream: Arc::new(stream),

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod cri;
 pub mod daemon;
+pub mod image;
 pub mod logging;
 pub mod monitor;
 pub mod net;

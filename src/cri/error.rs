@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tonic::{Code, Response, Status};
 
+use crate::image::ImageError;
 use crate::net::NetError;
 use crate::node::NodeError;
 use crate::pod::PodError;
@@ -31,6 +32,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
     Pod(#[from] PodError),
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -49,12 +52,32 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Node(NodeError::BadPodCidr(_)) => Code::InvalidArgument,
             Error::Node(NodeError::Store(_)) | Error::Store(_) => Code::Internal,
+            Error::Image(e) => image_code(e),
             Error::Pod(e) => pod_code(e),
             Error::Stream(e) => stream_code(e),
             Error::Net(e) => net_code(e),
             Error::Security(e) => security_code(e),
             Error::Seccomp(e) => seccomp_code(e),
         }
+    }
+}
+
+fn image_code(err: &ImageError) -> Code {
+    match err {
+        ImageError::Reference(_) => Code::InvalidArgument,
+        ImageError::Unauthorized { .. } => Code::Unauthenticated,
+        ImageError::Forbidden { .. } => Code::PermissionDenied,
+        ImageError::NotFound { .. } => Code::NotFound,
+        ImageError::Http { .. } | ImageError::Status { .. } | ImageError::Auth { .. } => {
+            Code::Unavailable
+        }
+        // The registry served something unusable: not our bug, not the caller's.
+        ImageError::BadManifest { .. }
+        | ImageError::NoPlatform { .. }
+        | ImageError::Unpack { .. } => Code::FailedPrecondition,
+        ImageError::Verify { .. } => Code::DataLoss,
+        ImageError::Cancelled => Code::Cancelled,
+        ImageError::Io { .. } | ImageError::Task(_) | ImageError::Store(_) => Code::Internal,
     }
 }
 

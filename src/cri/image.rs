@@ -4,10 +4,9 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::{Error, Services, observe};
+use super::{Services, images, observe};
 
 pub struct ImageApi {
-    #[expect(dead_code, reason = "no image RPC is built yet")]
     s: Services,
 }
 
@@ -21,51 +20,36 @@ impl ImageApi {
 impl ImageService for ImageApi {
     async fn list_images(
         &self,
-        _req: Request<cri::ListImagesRequest>,
+        req: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        observe("ListImages", async {
-            Err(Error::Unimplemented("ListImages"))
-        })
-        .await
+        observe("ListImages", images::list(&self.s, req.into_inner())).await
     }
 
     async fn image_status(
         &self,
-        _req: Request<cri::ImageStatusRequest>,
+        req: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
-        observe("ImageStatus", async {
-            Err(Error::Unimplemented("ImageStatus"))
-        })
-        .await
+        observe("ImageStatus", images::status(&self.s, req.into_inner())).await
     }
 
     async fn pull_image(
         &self,
-        _req: Request<cri::PullImageRequest>,
+        req: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
-        observe("PullImage", async {
-            Err(Error::Unimplemented("PullImage"))
-        })
-        .await
+        observe("PullImage", images::pull(&self.s, req.into_inner())).await
     }
 
     async fn remove_image(
         &self,
-        _req: Request<cri::RemoveImageRequest>,
+        req: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
-        observe("RemoveImage", async {
-            Err(Error::Unimplemented("RemoveImage"))
-        })
-        .await
+        observe("RemoveImage", images::remove(&self.s, req.into_inner())).await
     }
 
     async fn image_fs_info(
         &self,
-        _req: Request<cri::ImageFsInfoRequest>,
+        req: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        observe("ImageFsInfo", async {
-            Err(Error::Unimplemented("ImageFsInfo"))
-        })
-        .await
+        observe("ImageFsInfo", images::fs_info(&self.s, req.into_inner())).await
     }
 }

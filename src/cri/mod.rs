@@ -4,6 +4,7 @@
 
 mod error;
 mod image;
+mod images;
 mod runtime;
 mod runtime_info;
 mod sandbox;
@@ -27,6 +28,7 @@ use crate::pod;
 #[derive(Clone)]
 pub struct Services {
     pub node: Arc<Node>,
+    pub images: crate::image::Service,
     pub pods: Arc<pod::Service>,
     pub stream: Arc<crate::stream::Service>,
     pub net: Arc<crate::net::Service>,

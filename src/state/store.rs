@@ -18,6 +18,7 @@
 //! | `images`   | image id       | image metadata (image module)          |
 //! | `pods`     | sandbox id     | sandbox metadata (pod module)          |
 //! | `containers` | container id | container metadata (container module)  |
+//! | `image_leases` | holder id    | layers a holder (a container) keeps alive (image module) |
 //!
 //! A change that old code could not read bumps [`SCHEMA_VERSION`] and adds a
 //! migration to [`migrate`], with a test that opens a store of the old version.
@@ -40,14 +41,16 @@ pub enum Bucket {
     Images,
     Pods,
     Containers,
+    ImageLeases,
 }
 
 impl Bucket {
-    const ALL: [Bucket; 4] = [
+    const ALL: [Bucket; 5] = [
         Bucket::Runtime,
         Bucket::Images,
         Bucket::Pods,
         Bucket::Containers,
+        Bucket::ImageLeases,
     ];
 
     fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Bucket {
             Bucket::Images => "images",
             Bucket::Pods => "pods",
             Bucket::Containers => "containers",
+            Bucket::ImageLeases => "image_leases",
         }
     }
 

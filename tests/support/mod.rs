@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod net;
+pub mod proxy;
 pub mod registry;
 
 pub use daemon::{Daemon, DaemonOptions};
