@@ -53,10 +53,34 @@ stop_pid() { # pid: SIGTERM, wait up to 10 s, then SIGKILL
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Processes whose command line names this run's temp dir (pod holders and
+# container monitors outlive the daemon by design), killed by PID. SIGKILL:
+# a pod holder is PID 1 of its namespace and ignores SIGTERM.
+kill_leftovers() {
+  local f pid args
+  for f in /proc/[0-9]*/cmdline; do
+    pid="${f#/proc/}"
+    pid="${pid%/cmdline}"
+    [ "$pid" = "$$" ] && continue
+    mapfile -d '' args <"$f" 2>/dev/null || continue
+    [[ "${args[*]}" == *"$tmp/"* ]] || continue
+    echo "hack/critest.sh: killing leftover process $pid: ${args[*]}" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
 cleanup() {
   local status=$?
+  # Pods critest left behind (a failed spec may skip its teardown) are
+  # removed through the CRI while the daemon still runs, so their networks
+  # get a proper CNI DEL.
+  if [ -n "$yonggi_pid" ] && command -v crictl >/dev/null; then
+    crictl --runtime-endpoint "unix://$socket" --image-endpoint "unix://$socket" \
+      rmp --all --force >/dev/null 2>&1 || true
+  fi
   stop_pid "$yonggi_pid"
   stop_pid "$registry_pid"
+  kill_leftovers
   wait 2>/dev/null || true
   # The bridge and the masquerade rule of the built-in network are node-wide
   # and outlive the daemon by design; this run made them, so it removes them.
