@@ -53,11 +53,44 @@ stop_pid() { # pid: SIGTERM, wait up to 10 s, then SIGKILL
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Processes whose command line names this run's temp dir (pod holders and
+# container monitors outlive the daemon by design), killed by PID. SIGKILL:
+# a pod holder is PID 1 of its namespace and ignores SIGTERM.
+kill_leftovers() {
+  local f pid args
+  for f in /proc/[0-9]*/cmdline; do
+    pid="${f#/proc/}"
+    pid="${pid%/cmdline}"
+    [ "$pid" = "$$" ] && continue
+    mapfile -d '' args <"$f" 2>/dev/null || continue
+    [[ "${args[*]}" == *"$tmp/"* ]] || continue
+    echo "hack/critest.sh: killing leftover process $pid: ${args[*]}" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
 cleanup() {
   local status=$?
+  # Pods critest left behind (a failed spec may skip its teardown) are
+  # removed through the CRI while the daemon still runs, so their networks
+  # get a proper CNI DEL.
+  if [ -n "$yonggi_pid" ] && command -v crictl >/dev/null; then
+    crictl --runtime-endpoint "unix://$socket" --image-endpoint "unix://$socket" \
+      rmp --all --force >/dev/null 2>&1 || true
+  fi
   stop_pid "$yonggi_pid"
   stop_pid "$registry_pid"
+  kill_leftovers
   wait 2>/dev/null || true
+  # The bridge and the masquerade rule of the built-in network are node-wide
+  # and outlive the daemon by design; this run made them, so it removes them.
+  if [ -n "${bridge:-}" ]; then
+    ip link del "$bridge" 2>/dev/null || true
+    iptables -t nat -S POSTROUTING 2>/dev/null | grep -F -- "-s $pod_cidr " | grep -F yonggi |
+      sed 's/^-A /-D /' | while read -r rule; do
+        eval "iptables -t nat $rule" 2>/dev/null || true
+      done
+  fi
   # Never rm -rf through a mount: unmount what is left under the temp dir
   # (deepest first), and keep the dir if anything refuses.
   local mounts
@@ -116,10 +149,21 @@ echo "hack/critest.sh: registry on 127.0.0.1:$port (pid $registry_pid)" >&2
 echo "hack/critest.sh: published $(wc -l <"$tmp/published.txt") critest images" >&2
 
 socket="$tmp/run/yonggi.sock"
+# The built-in bridge network on its own bridge and subnet (yonggi checks at
+# start that both are free), and an empty CNI conf dir of our own: the
+# host's /etc/cni is never read.
+bridge="${YONGGI_CRITEST_BRIDGE:-ygcritest0}"
+pod_cidr="${YONGGI_CRITEST_CIDR:-10.213.90.0/24}"
+mkdir -p "$tmp/cni"
 cat >"$tmp/config.toml" <<EOF
 root = "$tmp/root"
 state_dir = "$tmp/run"
 socket = "$socket"
+
+[network]
+cni_conf_dir = "$tmp/cni"
+bridge = "$bridge"
+pod_cidr = "$pod_cidr"
 
 [registries."registry.k8s.io"]
 mirrors = ["http://127.0.0.1:$port"]
