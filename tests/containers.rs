@@ -350,6 +350,55 @@ async fn command_args_env_logs_and_exit_codes() {
         e.remove(id).await;
     }
 
+    // Port forwarding reaches 127.0.0.1:8080 inside the pod's netns.
+    let server = e
+        .create(
+            &pod,
+            e.container(
+                "server",
+                &[
+                    "sh",
+                    "-c",
+                    "while true; do echo hello | nc -l -p 8080; done",
+                ],
+                &[],
+            ),
+        )
+        .await
+        .expect("create");
+    e.start(&server).await;
+    let local = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut forward = std::process::Command::new("crictl")
+        .args([
+            "--runtime-endpoint",
+            &format!("unix://{}", e.daemon.socket.display()),
+        ])
+        .args(["port-forward", &pod, &format!("{local}:8080")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("crictl port-forward");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.read_to_string(&mut text);
+        }
+        if text.contains("hello") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(got.trim(), "hello");
+    e.remove(&server).await;
+
     // Unknown image: NotFound, nothing reserved.
     let mut bad = e.container("noimage", &["true"], &[]);
     bad.image.as_mut().expect("image").image = "127.0.0.1:1/none:latest".into();
