@@ -50,8 +50,8 @@ pub enum ContainerError {
     },
     #[error("image {0:?} gives no command to run and the request has none")]
     NoCommand(String),
-    #[error("user {0:?} is not in the image's /etc/passwd or /etc/group")]
-    UnknownUser(String),
+    #[error("cannot resolve the container's user")]
+    Identity(#[source] crate::security::Error),
     #[error("container {id} is {state}, not {wanted}")]
     WrongState {
         id: String,

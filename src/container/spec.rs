@@ -161,72 +161,25 @@ pub(super) fn env(spec: &ContainerSpec, image: &ImageInfo) -> Vec<String> {
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// uid, gid and extra gids: the request's, else the image's USER, looked up
-/// in the rootfs's `/etc/passwd` and `/etc/group` when it is a name.
+/// uid, gid and extra gids: the request's, else the image's USER, resolved
+/// in the image's `/etc/passwd` and `/etc/group`, read inside the rootfs (a
+/// symlinked `/etc/passwd` in a hostile image never reaches the host's).
 pub(super) fn user(
     spec: &ContainerSpec,
     image: &ImageInfo,
     rootfs: &Path,
 ) -> Result<(u32, u32, Vec<u32>), ContainerError> {
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let lookup_user = |name: &str| -> Option<(u32, u32)> {
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4 && f[0] == name)
-                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-                .flatten()
-        })
+    use crate::security::identity::{GroupsPolicy, UserRequest, resolve};
+    let request = UserRequest {
+        run_as_user: spec.run_as_user,
+        run_as_username: Some(spec.run_as_username.as_str()),
+        run_as_group: spec.run_as_group,
+        supplemental_groups: &spec.supplemental_groups,
+        policy: GroupsPolicy::Merge,
+        image_user: Some(image.user.as_str()),
     };
-    let gid_of_uid = |uid: u32| -> u32 {
-        passwd
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid))
-                    .then(|| f[3].parse().ok())
-                    .flatten()
-            })
-            .unwrap_or(0)
-    };
-    let unknown = |u: &str| ContainerError::UnknownUser(u.to_string());
-    let (uid, mut gid) = if let Some(uid) = spec.run_as_user {
-        (uid, gid_of_uid(uid))
-    } else if !spec.run_as_username.is_empty() {
-        lookup_user(&spec.run_as_username).ok_or_else(|| unknown(&spec.run_as_username))?
-    } else if image.user.is_empty() {
-        (0, 0)
-    } else {
-        let (u, g) = image
-            .user
-            .split_once(':')
-            .map_or((image.user.as_str(), None), |(u, g)| (u, Some(g)));
-        let (uid, gid) = match u.parse::<u32>() {
-            Ok(uid) => (uid, gid_of_uid(uid)),
-            Err(_) => lookup_user(u).ok_or_else(|| unknown(u))?,
-        };
-        let gid = match g {
-            None => gid,
-            Some(g) => match g.parse::<u32>() {
-                Ok(g) => g,
-                Err(_) => group_id(rootfs, g).ok_or_else(|| unknown(&image.user))?,
-            },
-        };
-        (uid, gid)
-    };
-    if let Some(g) = spec.run_as_group {
-        gid = g;
-    }
-    Ok((uid, gid, spec.supplemental_groups.clone()))
-}
-
-fn group_id(rootfs: &Path, name: &str) -> Option<u32> {
-    let group = std::fs::read_to_string(rootfs.join("etc/group")).ok()?;
-    group.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == name)
-            .then(|| f[2].parse().ok())
-            .flatten()
-    })
+    let identity = resolve(rootfs, &request).map_err(ContainerError::Identity)?;
+    Ok((identity.uid, identity.gid, identity.additional_gids))
 }
 
 fn bind(dest: &str, source: &Path, options: &[&str]) -> Result<Mount, ContainerError> {

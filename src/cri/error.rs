@@ -113,8 +113,8 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Code::NotFound,
         ContainerError::AmbiguousId { .. }
         | ContainerError::Invalid { .. }
-        | ContainerError::NoCommand(_)
-        | ContainerError::UnknownUser(_) => Code::InvalidArgument,
+        | ContainerError::NoCommand(_) => Code::InvalidArgument,
+        ContainerError::Identity(e) => security_code(e),
         ContainerError::NameReserved { .. } => Code::AlreadyExists,
         ContainerError::PodNotReady(_) | ContainerError::WrongState { .. } => {
             Code::FailedPrecondition

@@ -148,12 +148,15 @@ mod tests {
     fn helpers_are_found_by_a_path_in_their_command_line() {
         let dir = tempfile::tempdir().expect("temp dir");
         let marker = dir.path().join("helper-marker");
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("sleep 30; :")
+        std::fs::write(&marker, b"").expect("marker file");
+        // A process that never forks: a shell would briefly fork a copy of
+        // itself (marker in its command line) for each command it runs.
+        let mut child = std::process::Command::new("tail")
+            .arg("-f")
             .arg(&marker)
+            .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("spawn sh");
+            .expect("spawn tail");
         let needle = marker.to_string_lossy().to_string();
         let found = helpers(&needle, 0).expect("scan /proc");
         let excluded = helpers(&needle, child.id()).expect("scan /proc");
