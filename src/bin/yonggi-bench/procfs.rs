@@ -158,7 +158,16 @@ mod tests {
             .spawn()
             .expect("spawn tail");
         let needle = marker.to_string_lossy().to_string();
-        let found = helpers(&needle, 0).expect("scan /proc");
+        // The kernel may show a just-exec'd process's command line a moment
+        // late (seen under load): look again for a bounded while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            let found = helpers(&needle, 0).expect("scan /proc");
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let excluded = helpers(&needle, child.id()).expect("scan /proc");
         let _ = child.kill();
         let _ = child.wait();
