@@ -85,33 +85,8 @@ bridges=()
 cidrs=()
 failed=0
 
-stop_pid() { # pid: SIGTERM, wait up to 10 s, then SIGKILL
-  local pid="$1" i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-# Processes whose command line names this run's temp dir (shims, monitors,
-# pod holders left by a failure), by PID.
-kill_leftovers() {
-  local f pid args
-  # Bash builtins only: a grep would find its own command line.
-  for f in /proc/[0-9]*/cmdline; do
-    pid="${f#/proc/}"
-    pid="${pid%/cmdline}"
-    [ "$pid" = "$$" ] && continue
-    mapfile -d '' args <"$f" 2>/dev/null || continue
-    [[ "${args[*]}" == *"$tmp/"* ]] || continue
-    echo "hack/bench.sh: killing leftover process $pid: ${args[*]}" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-}
+# stop_pid, kill_leftovers
+. hack/lib.sh
 
 # The pods' cgroups (at the top of a v2 hierarchy or of each v1 one): kill
 # what is still in them, then remove them deepest first.
@@ -137,7 +112,7 @@ cleanup() {
   stop_pid "$yonggi_pid"
   stop_pid "$containerd_pid"
   stop_pid "$registry_pid"
-  kill_leftovers
+  kill_leftovers "$tmp"
   wait 2>/dev/null || true
   remove_cgroups
   local b c

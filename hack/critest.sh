@@ -41,33 +41,8 @@ tmp="$(mktemp -d /tmp/yonggi-critest.XXXXXX)"
 registry_pid=""
 yonggi_pid=""
 
-stop_pid() { # pid: SIGTERM, wait up to 10 s, then SIGKILL
-  local pid="$1" i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-# Processes whose command line names this run's temp dir (pod holders and
-# container monitors outlive the daemon by design), killed by PID. SIGKILL:
-# a pod holder is PID 1 of its namespace and ignores SIGTERM.
-kill_leftovers() {
-  local f pid args
-  for f in /proc/[0-9]*/cmdline; do
-    pid="${f#/proc/}"
-    pid="${pid%/cmdline}"
-    [ "$pid" = "$$" ] && continue
-    mapfile -d '' args <"$f" 2>/dev/null || continue
-    [[ "${args[*]}" == *"$tmp/"* ]] || continue
-    echo "hack/critest.sh: killing leftover process $pid: ${args[*]}" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-}
+# stop_pid, kill_leftovers
+. hack/lib.sh
 
 cleanup() {
   local status=$?
@@ -80,7 +55,7 @@ cleanup() {
   fi
   stop_pid "$yonggi_pid"
   stop_pid "$registry_pid"
-  kill_leftovers
+  kill_leftovers "$tmp"
   wait 2>/dev/null || true
   # The bridge and the masquerade rule of the built-in network are node-wide
   # and outlive the daemon by design; this run made them, so it removes them.
