@@ -37,6 +37,9 @@ pub struct ImageInfo {
     pub cmd: Vec<String>,
     pub working_dir: String,
     pub stop_signal: String,
+    /// The image as the user wrote it (kubelet's `user_specified_image`).
+    #[serde(default)]
+    pub user_specified: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +185,27 @@ pub(super) fn user(
     Ok((identity.uid, identity.gid, identity.additional_gids))
 }
 
+/// The propagation of the container's `/` its volumes need, as kubelet's
+/// runtimes set it: a bidirectional volume is bound while `/` is rshared
+/// (so the bind joins the host mount's peer group and mounts made inside
+/// reach the host); a host-to-container one needs at least rslave. `None`
+/// leaves the engine's default, rslave, which rprivate volumes override.
+pub(super) fn rootfs_propagation(mounts: &[VolumeMount]) -> Option<&'static str> {
+    if mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Bidirectional)
+    {
+        Some("rshared")
+    } else if mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::HostToContainer)
+    {
+        Some("rslave")
+    } else {
+        None
+    }
+}
+
 fn bind(dest: &str, source: &Path, options: &[&str]) -> Result<Mount, ContainerError> {
     MountBuilder::default()
         .destination(dest)
@@ -262,8 +286,14 @@ pub(super) fn build(
             Propagation::Bidirectional => "rshared",
         });
         options.push(if m.readonly { "ro" } else { "rw" });
+        if m.recursive_read_only {
+            options.push("rro");
+        }
         mounts.retain(|x| x.destination() != Path::new(&m.container_path));
-        mounts.push(bind(&m.container_path, &m.host_path, &options)?);
+        // A symlinked host path is resolved on the host, now: the link
+        // cannot be swapped for another target between create and start.
+        let source = std::fs::canonicalize(&m.host_path).unwrap_or_else(|_| m.host_path.clone());
+        mounts.push(bind(&m.container_path, &source, &options)?);
     }
 
     let ns = |typ, path: Option<PathBuf>| {
@@ -302,6 +332,9 @@ pub(super) fn build(
         if let Some(ro) = default_linux.readonly_paths() {
             linux = linux.readonly_paths(ro.clone());
         }
+    }
+    if let Some(prop) = rootfs_propagation(&spec.mounts) {
+        linux = linux.rootfs_propagation(prop);
     }
     let linux = linux.build().map_err(ContainerError::Spec)?;
 

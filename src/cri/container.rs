@@ -38,8 +38,14 @@ pub(super) async fn create(
         .map(|i| i.image.clone())
         .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid("config.image", "is missing"))?;
+    let user_specified = config
+        .image
+        .as_ref()
+        .map(|i| i.user_specified_image.clone())
+        .unwrap_or_default();
     let spec = container_spec(config)?;
-    let (image, record) = super::container_image::resolve(s, &reference)?;
+    let (mut image, record) = super::container_image::resolve(s, &reference)?;
+    image.user_specified = user_specified;
     let id = s
         .containers
         .create(&req.pod_sandbox_id, spec, image)
@@ -230,9 +236,11 @@ fn to_hash(map: &BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The image as the request named it (kubelet shows it back).
 fn image_spec(c: &Container) -> cri::ImageSpec {
     cri::ImageSpec {
         image: c.image.reference.clone(),
+        user_specified_image: c.image.user_specified.clone(),
         ..Default::default()
     }
 }
@@ -243,6 +251,7 @@ pub(super) fn status(
 ) -> Result<cri::ContainerStatusResponse, Error> {
     need_id(&req.container_id)?;
     let c = s.containers.get(&req.container_id)?;
+    let images = s.images.list()?;
     let exit = c.exit.as_ref();
     let mounts = c
         .spec
@@ -283,7 +292,7 @@ pub(super) fn status(
             finished_at: exit.map_or(0, |e| e.finished_at_ns),
             exit_code: exit.map_or(0, |e| e.exit_code),
             image: Some(image_spec(&c)),
-            image_ref: c.image.id.clone(),
+            image_ref: super::container_image::image_ref(&images, &c.image),
             image_id: c.image.id.clone(),
             reason: c.reason().to_string(),
             message: String::new(),
@@ -329,6 +338,7 @@ pub(super) fn list(
             labels: f.label_selector.into_iter().collect(),
         },
     };
+    let images = s.images.list()?;
     let containers = s
         .containers
         .list(&filter)?
@@ -338,7 +348,7 @@ pub(super) fn list(
             pod_sandbox_id: c.pod_id.clone(),
             metadata: Some(metadata(c)),
             image: Some(image_spec(c)),
-            image_ref: c.image.id.clone(),
+            image_ref: super::container_image::image_ref(&images, &c.image),
             image_id: c.image.id.clone(),
             state: cri_state(c.state()).into(),
             created_at: c.created_at,

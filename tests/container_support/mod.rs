@@ -24,13 +24,18 @@ pub struct Env {
 }
 
 pub async fn env() -> Env {
+    env_with("").await
+}
+
+/// [`env`] with `extra` appended to the daemon's config.
+pub async fn env_with(extra: &str) -> Env {
     let net = TestNetwork::new();
     let registry = Registry::start();
     let busybox = catalog::find(Set::All, names::BUSYBOX, "latest")
         .expect("catalog")
         .expect("busybox image");
     registry.push(&[busybox]).await;
-    let daemon = pod_daemon(&net, "");
+    let daemon = pod_daemon(&net, extra);
     let image = registry.reference(names::BUSYBOX, "latest");
     let mut images = daemon.images().await;
     images
