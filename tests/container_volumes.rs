@@ -1,7 +1,7 @@
-//! Volumes through the real daemon: mount propagation private / rslave /
+//! Volumes and devices through the real daemon: mount propagation private / rslave /
 //! rshared between the host and a container, the host-side precondition of
 //! each, recursive read-only mounts and their rejected combinations, and a
-//! symlinked host path.
+//! symlinked host path; CRI devices and the device cgroup.
 
 mod container_support;
 mod pod_support;
@@ -297,4 +297,93 @@ async fn recursive_read_only_and_symlinked_host_paths() {
     std::fs::remove_file(&link).expect("unlink");
     stop(&mut e.rt, &pod).await;
     remove(&mut e.rt, &pod).await;
+}
+
+/// CRI devices: the host node appears at the asked path and may be used;
+/// a container that did not ask cannot use it, even by making the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_given_and_others_are_refused() {
+    let host = Path::new("/dev/loop-control");
+    assert!(host.exists(), "the test needs {}", host.display());
+    let mut e = env().await;
+    let _leftovers = Leftovers::of(&e.daemon);
+    let pod = e.pod("dev").await;
+
+    let mut with = e.container("with-device", &["sleep", "600"], &[]);
+    with.devices = vec![cri::Device {
+        container_path: "/dev/lc".into(),
+        host_path: host.display().to_string(),
+        permissions: "rw".into(),
+    }];
+    let with = e.create(&pod, with).await.expect("create");
+    e.start(&with).await;
+    let out = e
+        .exec(
+            &with,
+            &[
+                "sh",
+                "-c",
+                "stat -c '%F %t:%T' /dev/lc; exec 3<>/dev/lc && echo opened",
+            ],
+            0,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "character special file a:ed\nopened\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let without = e.container("without-device", &["sleep", "600"], &[]);
+    let without = e.create(&pod, without).await.expect("create");
+    e.start(&without).await;
+    let out = e
+        .exec(
+            &without,
+            &[
+                "sh",
+                "-c",
+                "mknod /dev/lc c 10 237 && exec 3<>/dev/lc && echo opened",
+            ],
+            0,
+        )
+        .await
+        .expect("exec");
+    assert_ne!(out.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The standard pseudo-devices stay usable.
+    let out = e
+        .exec(
+            &without,
+            &[
+                "sh",
+                "-c",
+                "echo x > /dev/null && head -c 3 /dev/zero | wc -c",
+            ],
+            0,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+
+    // A path that is no device is refused at create.
+    let mut bad = e.container("bad-device", &["sleep", "600"], &[]);
+    bad.devices = vec![cri::Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "r".into(),
+    }];
+    let err = e.create(&pod, bad).await.expect_err("not a device");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    stop(&mut e.rt, &pod).await;
+    remove(&mut e.rt, &pod).await;
+    e.assert_gone(&with, &[]);
+    e.assert_gone(&without, &[]);
 }

@@ -95,6 +95,9 @@ impl Service {
                 })?;
             super::volumes::check_host_propagation(m, &resolved)?;
         }
+        for d in &spec.devices {
+            super::devices::resolve(d)?;
+        }
         let log_path = log_file(&pod.spec.log_directory, &spec.log_path)?;
         spec::argv(&spec, &image)?;
 
@@ -179,9 +182,15 @@ impl Service {
             .driver
             .container_cgroup(&parent, &c.id)
             .map_err(ContainerError::Cgroup)?;
+        let mut resources = c.spec.resources.cgroup();
+        // A privileged container keeps the host's devices (its parent's
+        // rules); any other gets the defaults and what it asked for.
+        if !c.spec.privileged {
+            resources.devices = Some(super::devices::cgroup_rules(&c.spec.devices)?);
+        }
         let cg = self
             .cgroups
-            .create_with(&path, &c.spec.resources.cgroup())
+            .create_with(&path, &resources)
             .map_err(ContainerError::Cgroup)?;
         c.cgroup = Some(cg.clone());
 

@@ -9,6 +9,7 @@
 //!        └──────────────────────────Remove (any state)─────────────────────┘
 //! ```
 
+mod devices;
 mod lifecycle;
 mod ops;
 pub use ops::{ContainerStats, EXEC_OUTPUT_CAP, ExecOutput};
@@ -22,7 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use spec::{ContainerResources, ContainerSpec, ImageInfo, Metadata, Propagation, VolumeMount};
+pub use spec::{
+    ContainerResources, ContainerSpec, DeviceRequest, ImageInfo, Metadata, Propagation, VolumeMount,
+};
 pub use stream::StreamBackend;
 
 use crate::config::Config;

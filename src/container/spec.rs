@@ -61,6 +61,15 @@ pub struct VolumeMount {
     pub propagation: Propagation,
 }
 
+/// A host device the container gets (CRI `devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    /// Some of `r`, `w`, `m`; empty means all.
+    pub permissions: String,
+}
+
 /// LinuxContainerResources in cgroup terms; `None`/0 means unset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerResources {
@@ -111,6 +120,8 @@ pub struct ContainerSpec {
     pub working_dir: String,
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<VolumeMount>,
+    #[serde(default)]
+    pub devices: Vec<DeviceRequest>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log directory.
@@ -333,6 +344,14 @@ pub(super) fn build(
             linux = linux.readonly_paths(ro.clone());
         }
     }
+    let devices = spec
+        .devices
+        .iter()
+        .map(|d| super::devices::resolve(d).map(|d| d.node))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !devices.is_empty() {
+        linux = linux.devices(devices);
+    }
     if let Some(prop) = rootfs_propagation(&spec.mounts) {
         linux = linux.rootfs_propagation(prop);
     }
@@ -374,6 +393,7 @@ mod tests {
             working_dir: String::new(),
             envs: vec![("B".into(), "req".into()), ("C".into(), "new".into())],
             mounts: vec![],
+            devices: vec![],
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             log_path: "c.log".into(),

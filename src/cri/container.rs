@@ -7,7 +7,8 @@ use k8s_cri::v1 as cri;
 
 use super::{Error, Services};
 use crate::container::{
-    Container, ContainerResources, ContainerSpec, Filter, Metadata, Propagation, State, VolumeMount,
+    Container, ContainerResources, ContainerSpec, DeviceRequest, Filter, Metadata, Propagation,
+    State, VolumeMount,
 };
 
 fn invalid(field: &'static str, message: impl Into<String>) -> Error {
@@ -87,6 +88,20 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
             propagation,
         });
     }
+    let mut devices = Vec::new();
+    for d in c.devices {
+        if d.host_path.is_empty() || d.container_path.is_empty() {
+            return Err(invalid(
+                "devices",
+                "host_path and container_path are required",
+            ));
+        }
+        devices.push(DeviceRequest {
+            container_path: d.container_path,
+            host_path: d.host_path.into(),
+            permissions: d.permissions,
+        });
+    }
     let linux = c.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     Ok(ContainerSpec {
@@ -100,6 +115,7 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
         working_dir: c.working_dir,
         envs: c.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
         mounts,
+        devices,
         labels: c.labels.into_iter().collect(),
         annotations: c.annotations.into_iter().collect(),
         log_path: c.log_path,
