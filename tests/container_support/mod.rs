@@ -253,3 +253,32 @@ pub fn find_dir(root: &Path, name: &str, depth: u32) -> bool {
 pub fn ctr_info(st: &cri::ContainerStatusResponse) -> serde_json::Value {
     serde_json::from_str(st.info.get("info").expect("verbose info")).expect("json")
 }
+
+/// The directory of cgroup controller `controller` of process `pid` as the
+/// host sees it: a v1 hierarchy naming it, else the unified one.
+pub fn cgroup_dir(pid: i64, controller: &str) -> Option<(PathBuf, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if ctrls.split(',').any(|c| c == controller) {
+            return Some((Path::new("/sys/fs/cgroup").join(ctrls).join(rel), true));
+        }
+        if ctrls.is_empty() {
+            let root = if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+                Path::new("/sys/fs/cgroup/unified")
+            } else {
+                Path::new("/sys/fs/cgroup")
+            };
+            unified = Some(root.join(rel));
+        }
+    }
+    let dir = unified?;
+    let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).ok()?;
+    offered
+        .split_whitespace()
+        .any(|c| c == controller)
+        .then_some((dir, false))
+}
