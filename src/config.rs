@@ -419,6 +419,14 @@ mod tests {
         for (toml, key) in [
             ("[log]\nformat = \"xml\"\n", "format"),
             ("[cgroup]\ndriver = \"lxc\"\n", "driver"),
+            (
+                "[cgroup]\ndriver = \"systemd\"\ndefault_parent = \"/yonggi\"\n",
+                "cgroup.default_parent",
+            ),
+            (
+                "[cgroup]\ndefault_parent = \"/a/../b\"\n",
+                "cgroup.default_parent",
+            ),
             ("root = \"relative/path\"\n", "root"),
             ("[image]\nplatform = \"amd64\"\n", "image.platform"),
             (
