@@ -68,6 +68,25 @@ async fn namespaces_mounts_and_cpu_resources() {
         "sleep 600"
     );
 
+    // ExecSync keeps 16 MiB of each stream (CVE-2022-1708) and drains the
+    // rest, so the command still ends normally.
+    let mut big = e.rt.clone().max_decoding_message_size(64 << 20);
+    let out = big
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: a.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "head -c 17000000 /dev/zero; head -c 17000000 /dev/zero >&2".into(),
+            ],
+            timeout: 0,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_eq!(out.exit_code, 0);
+    assert_eq!((out.stdout.len(), out.stderr.len()), (16 << 20, 16 << 20));
+
     // Working dir; the pod's hostname files and /dev/shm; /sys and
     // /sys/fs/cgroup read-only.
     assert_eq!(sh(&mut e, &a, "pwd").await, "/tmp");
