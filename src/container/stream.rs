@@ -40,7 +40,14 @@ fn container_err(id: &str, e: ContainerError) -> BackendError {
 
 impl Backend for StreamBackend {
     fn resolve_container<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, BackendError>> {
-        Box::pin(async move { self.0.resolve(id).map_err(|e| container_err(id, e)) })
+        Box::pin(async move {
+            let c = self.0.get(id).map_err(|e| container_err(id, e))?;
+            // Nothing to exec in or attach to otherwise.
+            if c.state() != State::Running {
+                return Err(BackendError::ContainerNotRunning(c.id));
+            }
+            Ok(c.id)
+        })
     }
 
     fn resolve_pod<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, BackendError>> {

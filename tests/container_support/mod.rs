@@ -24,13 +24,18 @@ pub struct Env {
 }
 
 pub async fn env() -> Env {
+    env_with("").await
+}
+
+/// [`env`] with more daemon config (TOML appended to the network's).
+pub async fn env_with(extra_config: &str) -> Env {
     let net = TestNetwork::new();
     let registry = Registry::start();
     let busybox = catalog::find(Set::All, names::BUSYBOX, "latest")
         .expect("catalog")
         .expect("busybox image");
     registry.push(&[busybox]).await;
-    let daemon = pod_daemon(&net, "");
+    let daemon = pod_daemon(&net, extra_config);
     let image = registry.reference(names::BUSYBOX, "latest");
     let mut images = daemon.images().await;
     images
