@@ -217,6 +217,25 @@ async fn tty_attach_takes_commands_resizes_and_survives_a_daemon_restart() {
     assert_eq!(st.state(), cri::ContainerState::ContainerRunning);
     drop(watcher);
 
+    // An exec with a tty gets a terminal of the container's devpts.
+    let url =
+        e.rt.exec(cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["tty".into()],
+            tty: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let mut client = spdy_client::connect(&url, &[V4]).await.expect("upgrade");
+    let s = open(&mut client, true, false, false).await;
+    let done = within("exec tty", client.collect()).await;
+    assert!(done.text(s.stdout).starts_with("/dev/pts/"), "{done:?}");
+    assert_eq!(status_of(&done, s.error)["status"], "Success");
+
     // The monitor keeps the container's terminal while the daemon is away.
     e.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
     e.daemon.spawn();

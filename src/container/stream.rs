@@ -67,11 +67,11 @@ impl Backend for StreamBackend {
         io: ExecIo,
     ) -> BoxFuture<'a, Result<i32, BackendError>> {
         Box::pin(async move {
-            let (_, path) = self
+            let (c, path) = self
                 .0
                 .exec_spec(container_id, cmd.to_vec(), tty)
                 .map_err(|e| container_err(container_id, e))?;
-            let result = run(&self.0, &path, tty, io).await;
+            let result = run(&self.0, &path, tty.then_some(c.init_pid), io).await;
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_file(path.with_extension("report"));
             result.map_err(|source| BackendError::Start {
@@ -192,10 +192,11 @@ const PTY_DRAIN: Duration = Duration::from_millis(500);
 /// The terminal's end-of-file character: what closing stdin means on a pty.
 const VEOF: u8 = 0x04;
 
+/// Runs the exec; with `tty_of` (the container's init pid) on a pty.
 async fn run(
     service: &Service,
     path: &std::path::Path,
-    tty: bool,
+    tty_of: Option<i32>,
     io: ExecIo,
 ) -> Result<i32, ContainerError> {
     let exe = service.exe()?;
@@ -207,14 +208,21 @@ async fn run(
     let mut command = tokio::process::Command::new(&exe);
     command.arg("exec").arg(path);
     let mut master = None;
-    if tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| io_err(e.into()))?;
-        let replica = std::fs::File::from(pty.slave);
+    if let Some(init_pid) = tty_of {
+        let (pty_master, replica) = match container_pty(init_pid) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "no pty in the container's devpts; using the host's");
+                let pty = nix::pty::openpty(None, None).map_err(|e| io_err(e.into()))?;
+                (pty.master, pty.slave)
+            }
+        };
+        let replica = std::fs::File::from(replica);
         command
             .stdin(replica.try_clone().map_err(io_err)?)
             .stdout(replica.try_clone().map_err(io_err)?)
             .stderr(replica);
-        master = Some(pty.master);
+        master = Some(pty_master);
     } else {
         command
             .stdin(if io.stdin.is_some() {
@@ -283,6 +291,36 @@ async fn run(
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1))
+}
+
+/// A pty of the container's own devpts (through its `/dev/ptmx`, resolved
+/// inside its root), so that the command finds its terminal under
+/// `/dev/pts` as it would under runc. Returns (master, replica).
+fn container_pty(init_pid: i32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{SFlag, fstat, major, minor};
+    let root = std::fs::File::open(format!("/proc/{init_pid}/root"))?;
+    // Non-blocking: whatever the container put there must not hang us.
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let master =
+        crate::runtime::path::open_in_root(root.as_fd(), std::path::Path::new("dev/ptmx"), flags)?;
+    let st = fstat(&master)?;
+    let dev = st.st_rdev;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR
+        || major(dev) != 5
+        || minor(dev) != 2
+    {
+        return Err(std::io::Error::other(
+            "the container's /dev/ptmx is not the pty multiplexer",
+        ));
+    }
+    rustix::pty::unlockpt(&master)?;
+    use rustix::pty::OpenptFlags;
+    let replica = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
+    )?;
+    Ok((master, replica))
 }
 
 /// The master side of an exec's pty: non-blocking, read and written through

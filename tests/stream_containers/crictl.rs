@@ -96,7 +96,7 @@ async fn crictl_exec_and_attach_against_containers() {
         let out = run(
             &format!(
                 "stty rows 33 cols 77; exec {crictl} exec -it --transport {transport} {id} \
-                 sh -c 'read line; sleep 0.5; echo \"got $line\"; stty size'"
+                 sh -c 'read line; sleep 0.5; echo \"got $line\"; stty size; tty'"
             ),
             true,
             b"typed\n",
@@ -105,6 +105,8 @@ async fn crictl_exec_and_attach_against_containers() {
         let stdout = text(&out.stdout);
         assert!(stdout.contains("got typed"), "{transport}: {out:?}");
         assert!(stdout.contains("33 77"), "{transport}: {out:?}");
+        // The container's own devpts holds the terminal.
+        assert!(stdout.contains("/dev/pts/"), "{transport}: {out:?}");
         assert!(out.status.success(), "{transport}: {out:?}");
     }
 
