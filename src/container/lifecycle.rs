@@ -95,6 +95,7 @@ impl Service {
         }
         let log_path = log_file(&pod.spec.log_directory, &spec.log_path)?;
         spec::argv(&spec, &image)?;
+        super::confine::check(&spec.security, &pod)?;
 
         let id = hex::encode(rand::random::<[u8; 32]>());
         let key = reservation_key(&pod.id, &spec.metadata);
@@ -124,6 +125,8 @@ impl Service {
             exit: None,
             started: false,
             uid: 0,
+            gid: 0,
+            groups: Vec::new(),
         };
         let result = self.build(&mut record, &pod, log_path).await;
         if let Err(e) = result {
@@ -164,7 +167,11 @@ impl Service {
             .map_err(ContainerError::Task)?
             .map_err(ContainerError::Snapshot)?;
         let oci = spec::build(&c.spec, &c.image, pod, &snap.rootfs)?;
-        c.uid = oci.process().as_ref().map_or(0, |p| p.user().uid());
+        if let Some(user) = oci.process().as_ref().map(|p| p.user()) {
+            c.uid = user.uid();
+            c.gid = user.gid();
+            c.groups = user.additional_gids().clone().unwrap_or_default();
+        }
 
         let parent = if pod.spec.cgroup_parent.is_empty() {
             CgroupPath::parse(DEFAULT_PARENT).map_err(ContainerError::Cgroup)?
@@ -177,9 +184,11 @@ impl Service {
             .driver
             .container_cgroup(&parent, &c.id)
             .map_err(ContainerError::Cgroup)?;
+        let mut resources = c.spec.resources.cgroup();
+        resources.devices = super::confine::device_rules(&c.spec.security);
         let cg = self
             .cgroups
-            .create_with(&path, &c.spec.resources.cgroup())
+            .create_with(&path, &resources)
             .map_err(ContainerError::Cgroup)?;
         c.cgroup = Some(cg.clone());
 

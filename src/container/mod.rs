@@ -9,6 +9,7 @@
 //!        └──────────────────────────Remove (any state)─────────────────────┘
 //! ```
 
+mod confine;
 mod lifecycle;
 mod ops;
 pub use ops::{ContainerStats, EXEC_OUTPUT_CAP, ExecOutput};
@@ -50,8 +51,10 @@ pub enum ContainerError {
     },
     #[error("image {0:?} gives no command to run and the request has none")]
     NoCommand(String),
-    #[error("cannot resolve the container's user")]
-    Identity(#[source] crate::security::Error),
+    #[error("security context")]
+    Security(#[source] crate::security::Error),
+    #[error("seccomp")]
+    Seccomp(#[source] crate::runtime::seccomp::Error),
     #[error("container {id} is {state}, not {wanted}")]
     WrongState {
         id: String,
@@ -122,6 +125,13 @@ pub struct Container {
     /// uid the container runs as.
     #[serde(default)]
     pub uid: u32,
+    /// Its primary gid.
+    #[serde(default)]
+    pub gid: u32,
+    /// Its groups, the primary gid first (what `ContainerStatus.user`
+    /// reports as supplemental groups, as containerd does).
+    #[serde(default)]
+    pub groups: Vec<u32>,
 }
 
 impl Container {
