@@ -383,6 +383,19 @@ async fn privileged_gets_everything_and_needs_a_privileged_pod() {
     if kmsg {
         assert_ne!(sh(&mut e, &plain, "test -e /dev/kmsg").await.0, 0);
     }
+    // CAP_MKNOD makes a node of a host disk, the device cgroup keeps it
+    // closed; the privileged container may open it.
+    let disk = std::fs::read_dir("/sys/dev/block")
+        .expect("/sys/dev/block")
+        .map(|d| d.expect("entry").file_name().into_string().expect("utf-8"))
+        .next()
+        .expect("a block device");
+    let (maj, min) = disk.split_once(':').expect("major:minor");
+    let open = format!("mknod /tmp/disk b {maj} {min} && head -c 1 /tmp/disk >/dev/null");
+    let (code, _, err) = sh(&mut e, &plain, &open).await;
+    assert_ne!(code, 0, "read block device {disk}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert_eq!(sh(&mut e, &id, &open).await.0, 0, "privileged opens {disk}");
     for id in [id, plain] {
         e.stop(&id, 0).await;
         e.remove(&id).await;

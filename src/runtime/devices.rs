@@ -68,8 +68,8 @@ pub(crate) fn from_spec(dev: &LinuxDevice) -> Option<Node> {
 const HOST_SKIPPED_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
 
 /// Every character and block device node under the host's `/dev`, for a
-/// privileged container (symlinks, `/dev/console` and the skipped
-/// directories left out), in a stable order.
+/// privileged container (symlinks, `/dev/console`, `/dev/ptmx` and the
+/// skipped directories left out), in a stable order.
 pub fn host() -> std::io::Result<Vec<LinuxDevice>> {
     let mut out = Vec::new();
     walk_host(Path::new("/dev"), &mut out)?;
@@ -101,7 +101,9 @@ fn walk_host(dir: &Path, out: &mut Vec<LinuxDevice>) -> std::io::Result<()> {
         } else {
             continue;
         };
-        if path == Path::new("/dev/console") {
+        // The console is the host's; /dev/ptmx becomes the usual link to
+        // the container's own devpts instance (`symlinks`).
+        if path == Path::new("/dev/console") || path == Path::new("/dev/ptmx") {
             continue;
         }
         let rdev = meta.rdev();
@@ -183,4 +185,36 @@ pub(crate) fn symlinks(root: BorrowedFd<'_>) -> Result<(), SetupError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_devices_are_nodes_only() {
+        let devices = host().expect("list /dev");
+        let null = devices
+            .iter()
+            .find(|d| d.path() == Path::new("/dev/null"))
+            .expect("/dev/null");
+        assert_eq!(
+            (null.typ(), null.major(), null.minor()),
+            (LinuxDeviceType::C, 1, 3)
+        );
+        for d in &devices {
+            let p = d.path();
+            assert!(
+                !p.starts_with("/dev/pts") && !p.starts_with("/dev/shm"),
+                "{p:?}"
+            );
+            assert!(p != Path::new("/dev/console") && p != Path::new("/dev/ptmx"));
+            // Links (/dev/stdin, /dev/fd...) are not nodes.
+            let meta = std::fs::symlink_metadata(p).expect("stat");
+            assert!(!meta.file_type().is_symlink(), "{p:?}");
+        }
+        let mut sorted = devices.clone();
+        sorted.sort_by(|a, b| a.path().cmp(b.path()));
+        assert_eq!(devices, sorted);
+    }
 }
