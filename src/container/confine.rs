@@ -50,11 +50,7 @@ pub(super) fn apply(
 ) -> Result<(), ContainerError> {
     let who = identity::resolve(rootfs, &ctx.user_request(Some(image.user.as_str())))
         .map_err(ContainerError::Security)?;
-    let available = crate::runtime::own_capabilities().map_err(|source| ContainerError::Io {
-        action: "read the runtime's own capabilities from",
-        path: "/proc/self/status".into(),
-        source,
-    })?;
+    let available = crate::runtime::own_capabilities().map_err(ContainerError::OwnCapabilities)?;
     let mut request = ctx.capability_request(who.uid);
     request.available = Some(&available);
     let caps = capabilities::build(&request).map_err(ContainerError::Security)?;
@@ -93,10 +89,8 @@ pub(super) fn apply(
     {
         out.set_mounts(Some(mounts.into_iter().map(writable_kernel_fs).collect()));
     }
-    if let Some(root) = out.root().clone() {
-        let mut root = root;
+    if let Some(root) = out.root_mut() {
         root.set_readonly(Some(ctx.readonly_rootfs));
-        out.set_root(Some(root));
     }
     Ok(())
 }

@@ -55,6 +55,8 @@ pub enum ContainerError {
     Security(#[source] crate::security::Error),
     #[error("seccomp")]
     Seccomp(#[source] crate::runtime::seccomp::Error),
+    #[error("reading the runtime's own capabilities")]
+    OwnCapabilities(#[source] std::io::Error),
     #[error("container {id} is {state}, not {wanted}")]
     WrongState {
         id: String,

@@ -128,6 +128,7 @@ fn container_code(e: &ContainerError) -> Code {
             Fault::Host => Code::Internal,
         },
         ContainerError::ExecSetup(_)
+        | ContainerError::OwnCapabilities(_)
         | ContainerError::Spec(_)
         | ContainerError::Snapshot(_)
         | ContainerError::Monitor(_)
