@@ -64,6 +64,7 @@ fn a_stopped_exec_leaves_nothing_behind() {
         process,
         cgroup_dirs: Vec::new(),
         report: case.dir.path().join("exec-report.json"),
+        seccomp: None,
     };
     let path = case.dir.path().join("exec.json");
     fs::write(&path, serde_json::to_vec(&exec).expect("json")).expect("exec spec");
@@ -145,6 +146,7 @@ fn exec_with_a_terminal() {
         process,
         cgroup_dirs: Vec::new(),
         report: case.dir.path().join("exec-report.json"),
+        seccomp: None,
     };
     let path = case.dir.path().join("exec.json");
     fs::write(&path, serde_json::to_vec(&exec).expect("json")).expect("exec spec");

@@ -280,7 +280,9 @@ fn rslave_and_rshared_propagation() {
             let linux = spec.linux_mut().as_mut().expect("linux");
             linux.set_rootfs_propagation(Some("rshared".to_string()));
             let process = spec.process_mut().as_mut().expect("process");
-            let mut caps = yonggi::runtime::default_capabilities();
+            let mut caps: oci_spec::runtime::Capabilities = yonggi::security::capabilities::DEFAULT
+                .into_iter()
+                .collect();
             caps.insert(oci_spec::runtime::Capability::SysAdmin);
             process.set_capabilities(Some(
                 LinuxCapabilitiesBuilder::default()

@@ -100,6 +100,7 @@ impl Service {
         }
         let log_path = log_file(&pod.spec.log_directory, &spec.log_path)?;
         spec::argv(&spec, &image)?;
+        super::confine::check(&spec.security, &pod)?;
 
         let id = hex::encode(rand::random::<[u8; 32]>());
         let key = reservation_key(&pod.id, &spec.metadata);
@@ -129,6 +130,8 @@ impl Service {
             exit: None,
             started: false,
             uid: 0,
+            gid: 0,
+            groups: Vec::new(),
         };
         let result = self.build(&mut record, &pod, log_path).await;
         if let Err(e) = result {
@@ -169,7 +172,11 @@ impl Service {
             .map_err(ContainerError::Task)?
             .map_err(ContainerError::Snapshot)?;
         let oci = spec::build(&c.spec, &c.image, pod, &snap.rootfs)?;
-        c.uid = oci.process().as_ref().map_or(0, |p| p.user().uid());
+        if let Some(user) = oci.process().as_ref().map(|p| p.user()) {
+            c.uid = user.uid();
+            c.gid = user.gid();
+            c.groups = user.additional_gids().clone().unwrap_or_default();
+        }
 
         let parent = if pod.spec.cgroup_parent.is_empty() {
             self.default_parent.clone()
@@ -185,7 +192,7 @@ impl Service {
         let mut resources = c.spec.resources.cgroup();
         // A privileged container keeps the host's devices (its parent's
         // rules); any other gets the defaults and what it asked for.
-        if !c.spec.privileged {
+        if !c.spec.security.privileged {
             resources.devices = Some(super::devices::cgroup_rules(&c.spec.devices)?);
         }
         let cg = self

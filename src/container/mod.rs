@@ -9,6 +9,7 @@
 //!        └──────────────────────────Remove (any state)─────────────────────┘
 //! ```
 
+mod confine;
 mod devices;
 mod lifecycle;
 mod ops;
@@ -63,8 +64,12 @@ pub enum ContainerError {
     },
     #[error("image {0:?} gives no command to run and the request has none")]
     NoCommand(String),
-    #[error("cannot resolve the container's user")]
-    Identity(#[source] crate::security::Error),
+    #[error("security context")]
+    Security(#[source] crate::security::Error),
+    #[error("seccomp")]
+    Seccomp(#[source] crate::runtime::seccomp::Error),
+    #[error("reading the runtime's own capabilities")]
+    OwnCapabilities(#[source] std::io::Error),
     #[error("container {id} is {state}, not {wanted}")]
     WrongState {
         id: String,
@@ -135,6 +140,13 @@ pub struct Container {
     /// uid the container runs as.
     #[serde(default)]
     pub uid: u32,
+    /// Its primary gid.
+    #[serde(default)]
+    pub gid: u32,
+    /// Its groups, the primary gid first (what `ContainerStatus.user`
+    /// reports as supplemental groups, as containerd does).
+    #[serde(default)]
+    pub groups: Vec<u32>,
 }
 
 impl Container {

@@ -66,6 +66,7 @@ impl Service {
                 .map(|cg| self.cgroups.dirs(cg))
                 .unwrap_or_default(),
             report: c.dir.join(format!("exec-{tag}.report")),
+            seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
         };
         let path = c.dir.join(format!("exec-{tag}.json"));
         let bytes = serde_json::to_vec(&exec).map_err(std::io::Error::other);

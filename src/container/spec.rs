@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
-    MountBuilder, ProcessBuilder, Root, Spec, UserBuilder,
+    LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder,
+    Root, Spec,
 };
 use serde::{Deserialize, Serialize};
 
 use super::ContainerError;
 use crate::pod::Sandbox;
+use crate::security::SecurityContext;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -130,13 +131,9 @@ pub struct ContainerSpec {
     pub stdin_once: bool,
     pub tty: bool,
     pub resources: ContainerResources,
-    /// Numeric uid asked for (run_as_user), else the image's user applies.
-    pub run_as_user: Option<u32>,
-    pub run_as_username: String,
-    pub run_as_group: Option<u32>,
-    pub supplemental_groups: Vec<u32>,
-    pub privileged: bool,
-    pub readonly_rootfs: bool,
+    /// Identity and confinement (see `confine.rs`).
+    #[serde(default)]
+    pub security: SecurityContext,
 }
 
 /// The process to run: command line, env and cwd after the merge rules.
@@ -173,27 +170,6 @@ pub(super) fn env(spec: &ContainerSpec, image: &ImageInfo) -> Vec<String> {
         set(k, v);
     }
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// uid, gid and extra gids: the request's, else the image's USER, resolved
-/// in the image's `/etc/passwd` and `/etc/group`, read inside the rootfs (a
-/// symlinked `/etc/passwd` in a hostile image never reaches the host's).
-pub(super) fn user(
-    spec: &ContainerSpec,
-    image: &ImageInfo,
-    rootfs: &Path,
-) -> Result<(u32, u32, Vec<u32>), ContainerError> {
-    use crate::security::identity::{GroupsPolicy, UserRequest, resolve};
-    let request = UserRequest {
-        run_as_user: spec.run_as_user,
-        run_as_username: Some(spec.run_as_username.as_str()),
-        run_as_group: spec.run_as_group,
-        supplemental_groups: &spec.supplemental_groups,
-        policy: GroupsPolicy::Merge,
-        image_user: Some(image.user.as_str()),
-    };
-    let identity = resolve(rootfs, &request).map_err(ContainerError::Identity)?;
-    Ok((identity.uid, identity.gid, identity.additional_gids))
 }
 
 /// The propagation of the container's `/` its volumes need, as kubelet's
@@ -235,7 +211,6 @@ pub(super) fn build(
     pod: &Sandbox,
     rootfs: &Path,
 ) -> Result<Spec, ContainerError> {
-    let (uid, gid, additional) = user(spec, image, rootfs)?;
     let cwd = if !spec.working_dir.is_empty() {
         spec.working_dir.clone()
     } else if !image.working_dir.is_empty() {
@@ -243,28 +218,11 @@ pub(super) fn build(
     } else {
         "/".to_string()
     };
-    let caps = crate::runtime::default_capabilities();
-    let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
-        .build()
-        .map_err(ContainerError::Spec)?;
     let process = ProcessBuilder::default()
         .terminal(spec.tty)
         .args(argv(spec, image)?)
         .env(env(spec, image))
         .cwd(cwd)
-        .user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
-                .additional_gids(additional)
-                .build()
-                .map_err(ContainerError::Spec)?,
-        )
-        .capabilities(capabilities)
-        .no_new_privileges(false)
         .build()
         .map_err(ContainerError::Spec)?;
 
@@ -334,16 +292,7 @@ pub(super) fn build(
         crate::pod::PidMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
         crate::pod::PidMode::Node => {}
     }
-    let default_linux = Spec::default().linux().clone().unwrap_or_default();
     let mut linux = LinuxBuilder::default().namespaces(namespaces);
-    if !spec.privileged {
-        if let Some(masked) = default_linux.masked_paths() {
-            linux = linux.masked_paths(masked.clone());
-        }
-        if let Some(ro) = default_linux.readonly_paths() {
-            linux = linux.readonly_paths(ro.clone());
-        }
-    }
     let devices = spec
         .devices
         .iter()
@@ -359,7 +308,6 @@ pub(super) fn build(
 
     let mut root = Root::default();
     root.set_path(rootfs.to_path_buf());
-    root.set_readonly(Some(spec.readonly_rootfs));
     let mut out = Spec::default();
     out.set_root(Some(root));
     out.set_process(Some(process));
@@ -374,6 +322,7 @@ pub(super) fn build(
     }) {
         out.set_annotations(Some(anns));
     }
+    super::confine::apply(&mut out, &spec.security, image, rootfs)?;
     Ok(out)
 }
 
@@ -401,12 +350,7 @@ mod tests {
             stdin_once: false,
             tty: false,
             resources: ContainerResources::default(),
-            run_as_user: None,
-            run_as_username: String::new(),
-            run_as_group: None,
-            supplemental_groups: vec![],
-            privileged: false,
-            readonly_rootfs: false,
+            security: SecurityContext::default(),
         }
     }
 

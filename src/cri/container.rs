@@ -103,7 +103,7 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
         });
     }
     let linux = c.linux.unwrap_or_default();
-    let sc = linux.security_context.unwrap_or_default();
+    let security = super::security::translate(linux.security_context.as_ref())?;
     Ok(ContainerSpec {
         metadata: Metadata {
             name: meta.name,
@@ -123,25 +123,7 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
         stdin_once: c.stdin_once,
         tty: c.tty,
         resources: linux.resources.map(resources).unwrap_or_default(),
-        run_as_user: sc
-            .run_as_user
-            .map(|u| u32::try_from(u.value))
-            .transpose()
-            .map_err(|_| invalid("run_as_user", "out of range"))?,
-        run_as_username: sc.run_as_username,
-        run_as_group: sc
-            .run_as_group
-            .map(|g| u32::try_from(g.value))
-            .transpose()
-            .map_err(|_| invalid("run_as_group", "out of range"))?,
-        supplemental_groups: sc
-            .supplemental_groups
-            .into_iter()
-            .map(u32::try_from)
-            .collect::<Result<_, _>>()
-            .map_err(|_| invalid("supplemental_groups", "out of range"))?,
-        privileged: sc.privileged,
-        readonly_rootfs: sc.readonly_rootfs,
+        security,
     })
 }
 
@@ -323,8 +305,8 @@ pub(super) fn status(
             user: Some(cri::ContainerUser {
                 linux: Some(cri::LinuxContainerUser {
                     uid: i64::from(c.uid),
-                    gid: 0,
-                    supplemental_groups: Vec::new(),
+                    gid: i64::from(c.gid),
+                    supplemental_groups: c.groups.iter().map(|g| i64::from(*g)).collect(),
                 }),
             }),
         }),

@@ -114,7 +114,8 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::AmbiguousId { .. }
         | ContainerError::Invalid { .. }
         | ContainerError::NoCommand(_) => Code::InvalidArgument,
-        ContainerError::Identity(e) => security_code(e),
+        ContainerError::Security(e) => security_code(e),
+        ContainerError::Seccomp(e) => seccomp_code(e),
         ContainerError::NameReserved { .. } => Code::AlreadyExists,
         ContainerError::PodNotReady(_) | ContainerError::WrongState { .. } => {
             Code::FailedPrecondition
@@ -128,6 +129,7 @@ fn container_code(e: &ContainerError) -> Code {
             Fault::Host => Code::Internal,
         },
         ContainerError::ExecSetup(_)
+        | ContainerError::OwnCapabilities(_)
         | ContainerError::Spec(_)
         | ContainerError::Snapshot(_)
         | ContainerError::Monitor(_)
@@ -189,6 +191,8 @@ fn security_code(err: &security::Error) -> Code {
         | E::InvalidProfile(_)
         | E::InvalidMapping(_)
         | E::UnsupportedUsernsMode(_) => Code::InvalidArgument,
+        // The node cannot grant it: not the request's fault alone.
+        E::CapabilityUnavailable(_) => Code::FailedPrecondition,
         E::ReadImageFile { .. } => Code::Internal,
     }
 }

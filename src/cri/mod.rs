@@ -10,7 +10,6 @@ mod images;
 mod runtime;
 mod runtime_info;
 mod sandbox;
-#[allow(dead_code)] // called by the container service's create, not yet wired
 mod security;
 mod streaming;
 

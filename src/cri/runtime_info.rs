@@ -57,7 +57,9 @@ pub(super) fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Statu
             })
             .collect(),
         features: Some(cri::RuntimeFeatures {
-            supplemental_groups_policy: false,
+            // Merge and Strict are applied and ContainerStatus.user reports
+            // the effective groups (tests/security.rs).
+            supplemental_groups_policy: true,
         }),
     })
 }

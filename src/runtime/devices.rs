@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
 use nix::unistd::{Gid, Uid, fchownat, symlinkat};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType};
 
 use super::channel::SetupError;
 use super::path::{mkdir_all_in_root, mount_target, proc_fd};
@@ -61,6 +61,65 @@ pub(crate) fn from_spec(dev: &LinuxDevice) -> Option<Node> {
         uid: dev.uid().unwrap_or(0),
         gid: dev.gid().unwrap_or(0),
     })
+}
+
+/// Directories of the host's `/dev` a privileged container does not copy:
+/// they are mounts of their own (or the container gets its own instance).
+const HOST_SKIPPED_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// Every character and block device node under the host's `/dev`, for a
+/// privileged container (symlinks, `/dev/console`, `/dev/ptmx` and the
+/// skipped directories left out), in a stable order.
+pub fn host() -> std::io::Result<Vec<LinuxDevice>> {
+    let mut out = Vec::new();
+    walk_host(Path::new("/dev"), &mut out)?;
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    Ok(out)
+}
+
+fn walk_host(dir: &Path, out: &mut Vec<LinuxDevice>) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        // A node can vanish between the listing and the stat (udev).
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if !HOST_SKIPPED_DIRS.iter().any(|d| name == *d) {
+                walk_host(&path, out)?;
+            }
+            continue;
+        }
+        let typ = if ft.is_char_device() {
+            LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        // The console is the host's; /dev/ptmx becomes the usual link to
+        // the container's own devpts instance (`symlinks`).
+        if path == Path::new("/dev/console") || path == Path::new("/dev/ptmx") {
+            continue;
+        }
+        let rdev = meta.rdev();
+        let device = LinuxDeviceBuilder::default()
+            .path(path)
+            .typ(typ)
+            .major(i64::try_from(nix::sys::stat::major(rdev)).map_err(std::io::Error::other)?)
+            .minor(i64::try_from(nix::sys::stat::minor(rdev)).map_err(std::io::Error::other)?)
+            .file_mode(meta.mode() & 0o7777)
+            .uid(meta.uid())
+            .gid(meta.gid())
+            .build()
+            .map_err(std::io::Error::other)?;
+        out.push(device);
+    }
+    Ok(())
 }
 
 /// Makes `node` inside the root; where mknod is not allowed, binds the
@@ -126,4 +185,36 @@ pub(crate) fn symlinks(root: BorrowedFd<'_>) -> Result<(), SetupError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_devices_are_nodes_only() {
+        let devices = host().expect("list /dev");
+        let null = devices
+            .iter()
+            .find(|d| d.path() == Path::new("/dev/null"))
+            .expect("/dev/null");
+        assert_eq!(
+            (null.typ(), null.major(), null.minor()),
+            (LinuxDeviceType::C, 1, 3)
+        );
+        for d in &devices {
+            let p = d.path();
+            assert!(
+                !p.starts_with("/dev/pts") && !p.starts_with("/dev/shm"),
+                "{p:?}"
+            );
+            assert!(p != Path::new("/dev/console") && p != Path::new("/dev/ptmx"));
+            // Links (/dev/stdin, /dev/fd...) are not nodes.
+            let meta = std::fs::symlink_metadata(p).expect("stat");
+            assert!(!meta.file_type().is_symlink(), "{p:?}");
+        }
+        let mut sorted = devices.clone();
+        sorted.sort_by(|a, b| a.path().cmp(b.path()));
+        assert_eq!(devices, sorted);
+    }
 }

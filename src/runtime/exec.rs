@@ -26,11 +26,11 @@ use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, execve, setsid};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, FromInit, SetupError};
-use super::{process, sys};
+use super::{process, seccomp, sys};
 
 /// What to run where.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub struct ExecSpec {
     /// Where a setup failure is written (JSON [`SetupError`]); the file is
     /// created empty, and stays empty when the command ran.
     pub report: PathBuf,
+    /// The container's seccomp filter: an exec'd process is confined like
+    /// the container's own (runc does the same).
+    #[serde(default)]
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// Exit code of the helper when setup failed (the report says why).
@@ -126,11 +130,15 @@ fn run(spec: &ExecSpec) -> Result<u8, SetupError> {
         .map_err(|e| SetupError::new("blocking signals", e))?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::new("signalfd", e))?;
+    // Compiled before the fork: a bad filter is a setup error of its own.
+    let nnp = spec.process.no_new_privileges().unwrap_or(false);
+    let filter = seccomp::prepare_for(spec.seccomp.as_ref(), nnp)
+        .map_err(|e| SetupError::new("seccomp profile", e))?;
     let (ours, theirs) = Channel::pair().map_err(|e| SetupError::new("channel", e))?;
     match sys::fork_single_threaded().map_err(|e| SetupError::new("fork", e))? {
         ForkResult::Child => {
             drop(ours);
-            let err = child(&spec.process, &fds);
+            let err = child(&spec.process, &fds, filter.as_ref());
             let _ = theirs.send(&FromInit::Failed(err));
             std::process::exit(127);
         }
@@ -147,7 +155,11 @@ fn run(spec: &ExecSpec) -> Result<u8, SetupError> {
 }
 
 /// In the forked child: returns only on failure.
-fn child(proc_: &Process, namespaces: &[(fs::File, CloneFlags, String)]) -> SetupError {
+fn child(
+    proc_: &Process,
+    namespaces: &[(fs::File, CloneFlags, String)],
+    filter: Option<&seccomp::Prepared>,
+) -> SetupError {
     let result = (|| {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .map_err(|e| SetupError::new("pdeathsig", e))?;
@@ -164,7 +176,12 @@ fn child(proc_: &Process, namespaces: &[(fs::File, CloneFlags, String)]) -> Setu
                 .map_err(|e| SetupError::new("controlling terminal", e))?;
         }
         process::set_rlimits(proc_)?;
+        let install = |at| {
+            seccomp::install_at(filter, at).map_err(|e| SetupError::new("installing seccomp", e))
+        };
+        install(seccomp::InstallAt::BeforeDroppingPrivileges)?;
         process::drop_privileges(proc_)?;
+        install(seccomp::InstallAt::AfterDroppingPrivileges)?;
         let exec = process::resolve_exec(proc_)?;
         sys::reset_signals().map_err(|e| SetupError::new("resetting signals", e))?;
         sys::close_range_cloexec(3).map_err(|e| SetupError::new("closing fds", e))?;

@@ -30,5 +30,6 @@ pub mod spawn;
 pub mod sys;
 
 pub use channel::SetupError;
+pub use devices::host as host_devices;
 pub use init::InitStdio;
-pub use process::default_capabilities;
+pub use process::own_capabilities;

@@ -2,10 +2,10 @@
 //! groups, capabilities, the working directory, no_new_privs, and the
 //! program looked up in the container's `PATH`.
 //!
-//! Capabilities are the hook point of the security-context work: the spec's
-//! five sets are applied as given. A spec without `capabilities` leaves
-//! them to the kernel: root keeps its sets, any other uid loses them at
-//! setuid (the caller always fills them in).
+//! The spec's five capability sets are applied as given (the container
+//! service computes them in `security::capabilities`). A spec without
+//! `capabilities` leaves them to the kernel: root keeps its sets, any other
+//! uid loses them at setuid.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -26,28 +26,18 @@ pub(crate) struct Exec {
     pub env: Vec<CString>,
 }
 
-/// The capability set containerd gives a non-privileged container; the
-/// container service starts from it until the security context lands.
-pub fn default_capabilities() -> Capabilities {
-    use oci_spec::runtime::Capability as C;
-    [
-        C::Chown,
-        C::DacOverride,
-        C::Fsetid,
-        C::Fowner,
-        C::Mknod,
-        C::NetRaw,
-        C::Setgid,
-        C::Setuid,
-        C::Setfcap,
-        C::Setpcap,
-        C::NetBindService,
-        C::SysChroot,
-        C::Kill,
-        C::AuditWrite,
-    ]
-    .into_iter()
-    .collect()
+/// The capabilities this process can hand on to a container: its
+/// bounding set (what a root `execve` of the monitor and init makes their
+/// permitted set).
+pub fn own_capabilities() -> std::io::Result<Capabilities> {
+    let set = caps::read(None, CapSet::Bounding).map_err(std::io::Error::other)?;
+    Ok(set
+        .iter()
+        .filter_map(|c| {
+            let name = c.to_string();
+            name.strip_prefix("CAP_").and_then(|n| n.parse().ok())
+        })
+        .collect())
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

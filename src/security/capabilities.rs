@@ -2,7 +2,12 @@
 //! them from the CRI security context.
 //!
 //! Start from the default set (below) — or every capability when
-//! privileged, which ignores add/drop. `ALL` in `add` means every
+//! privileged, which ignores add/drop. "Every capability" is every one the
+//! runtime itself holds when the caller says which (`available`), as
+//! containerd gives a privileged container its own current set: a runtime
+//! confined to fewer (root without CAP_SYS_RESOURCE, a nested node) could
+//! not grant more. A capability named one by one that the runtime lacks is
+//! an error rather than a silent drop. `ALL` in `add` means every
 //! capability and `ALL` in `drop` none, applied before the individual
 //! names, so `drop: [ALL], add: [NET_RAW]` is exactly NET_RAW and
 //! `add: [ALL], drop: [CHOWN]` everything but CHOWN; an individual drop
@@ -107,6 +112,8 @@ pub struct CapabilityRequest<'a> {
     pub add_ambient: &'a [String],
     /// The uid the process runs as (from `identity::resolve`).
     pub uid: u32,
+    /// The capabilities the runtime can grant; `None`: every known one.
+    pub available: Option<&'a Capabilities>,
 }
 
 fn is_all(name: &str) -> bool {
@@ -146,12 +153,20 @@ pub fn build(req: &CapabilityRequest<'_>) -> Result<LinuxCapabilities, Error> {
     if req.add_ambient.iter().any(|n| is_all(n)) {
         return Err(Error::UnknownCapability("ALL (in ambient)".to_string()));
     }
+    let every = match req.available {
+        Some(available) => all().intersection(available).copied().collect(),
+        None => all(),
+    };
+    if let Some(c) = add.iter().find(|c| !every.contains(c)) {
+        return Err(Error::CapabilityUnavailable(format!("CAP_{c}")));
+    }
     let bounding: HashSet<Capability> = if req.privileged {
-        all()
+        every
     } else {
-        let mut set: HashSet<Capability> = DEFAULT.into_iter().collect();
+        let mut set: HashSet<Capability> =
+            DEFAULT.into_iter().filter(|c| every.contains(c)).collect();
         if req.add.iter().any(|n| is_all(n)) {
-            set = all();
+            set = every;
         }
         if req.drop.iter().any(|n| is_all(n)) {
             set.clear();
@@ -276,6 +291,26 @@ mod tests {
         assert_eq!(caps.bounding().as_ref(), Some(&all()));
         assert_eq!(caps.effective().as_ref(), Some(&all()));
         assert_eq!(all().len(), 41);
+    }
+
+    #[test]
+    fn every_capability_is_every_available_one() {
+        let available = set(&[C::Chown, C::Kill, C::SysAdmin]);
+        let (none, all_, time) = (names(&[]), names(&["ALL"]), names(&["SYS_TIME"]));
+        let req = |privileged, add| CapabilityRequest {
+            privileged,
+            add,
+            available: Some(&available),
+            ..Default::default()
+        };
+        let caps = build(&req(true, &none)).expect("privileged");
+        assert_eq!(caps.bounding().as_ref(), Some(&available));
+        let caps = build(&req(false, &all_)).expect("add ALL");
+        assert_eq!(caps.effective().as_ref(), Some(&available));
+        let caps = build(&req(false, &none)).expect("default");
+        assert_eq!(caps.bounding().as_ref(), Some(&set(&[C::Chown, C::Kill])));
+        let err = build(&req(false, &time));
+        assert!(matches!(err, Err(Error::CapabilityUnavailable(n)) if n == "CAP_SYS_TIME"));
     }
 
     #[test]

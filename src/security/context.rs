@@ -5,10 +5,14 @@
 use super::capabilities::CapabilityRequest;
 use super::identity::{GroupsPolicy, UserRequest};
 use super::mac::SelinuxLabel;
+use super::paths::ProcPaths;
 use super::userns::{IdMapping, UsernsMode, UsernsRequest};
 use super::{Error, Profile};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Stored with the container record: every field defaults, so a record
+/// written before a field existed still loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SecurityContext {
     pub run_as_user: Option<u32>,
     /// Empty: not set.
@@ -54,6 +58,7 @@ impl SecurityContext {
             drop: &self.cap_drop,
             add_ambient: &self.cap_add_ambient,
             uid,
+            available: None,
         }
     }
 
@@ -65,15 +70,30 @@ impl SecurityContext {
         }
     }
 
+    /// Whether empty masked and read-only lists mean kubelet's
+    /// `procMount: Unmasked` rather than "unset": kubelet sends its default
+    /// lists for `Default` and allows `Unmasked` only in a user namespace.
+    pub fn proc_unmasked(&self) -> bool {
+        self.masked_paths.is_empty()
+            && self.readonly_paths.is_empty()
+            && self.userns_mode == UsernsMode::Pod
+    }
+
+    /// The masked and read-only paths of `/proc` and `/sys`.
+    pub fn proc_paths(&self) -> Result<ProcPaths, Error> {
+        super::paths::masked_and_readonly(
+            self.privileged,
+            self.proc_unmasked(),
+            &self.masked_paths,
+            &self.readonly_paths,
+        )
+    }
+
     /// What needs no image: MAC requests, paths, capability names and
     /// user-namespace mappings. Run before anything is created.
     pub fn validate(&self) -> Result<(), Error> {
         super::mac::check(&self.apparmor, self.selinux.as_ref())?;
-        super::paths::masked_and_readonly(
-            self.privileged,
-            &self.masked_paths,
-            &self.readonly_paths,
-        )?;
+        self.proc_paths()?;
         super::capabilities::build(&self.capability_request(0))?;
         super::userns::mappings(&self.userns_request())?;
         if self.run_as_group.is_some()

@@ -21,7 +21,7 @@ use super::Error;
 use super::files::read_in_root;
 
 /// What to do with the groups the image's `/etc/group` gives the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum GroupsPolicy {
     /// Add them to the supplemental groups (the CRI default).
     #[default]

@@ -11,7 +11,7 @@
 use super::{Error, Profile};
 
 /// The SELinux part of a security context (`SELinuxOption`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SelinuxLabel {
     pub user: String,
     pub role: String,

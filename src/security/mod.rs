@@ -6,8 +6,8 @@
 //! runtime applies; nothing here touches the kernel except reading the
 //! image's `/etc/passwd` and `/etc/group` from its rootfs.
 //!
-//! Where the container service calls each piece (in the order the spec is
-//! built): [`identity::resolve`] → `process.user`; [`capabilities::build`]
+//! Where the container service (`container/confine.rs`) calls each piece
+//! (in the order the spec is built): [`identity::resolve`] → `process.user`; [`capabilities::build`]
 //! (after the identity: non-root users get no effective capabilities) →
 //! `process.capabilities`; [`paths::masked_and_readonly`] →
 //! `linux.maskedPaths`/`linux.readonlyPaths`; [`mac::check`] before
@@ -27,7 +27,7 @@ pub use context::SecurityContext;
 
 /// A seccomp or AppArmor profile choice, as the CRI's `SecurityProfile`
 /// (or its deprecated string form) names it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Profile {
     /// No confinement (the CRI's default when nothing is set).
     #[default]
@@ -78,6 +78,8 @@ pub enum Error {
     InvalidPath(String),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
+    #[error("capability {0} is not available to the runtime on this node")]
+    CapabilityUnavailable(String),
     #[error("ambient capability {0} is not in the container's capabilities")]
     AmbientOutsideBounding(String),
     #[error(

@@ -3,11 +3,16 @@
 //! `/sys`: kernel interfaces that leak host information or change the
 //! host.
 //!
-//! The defaults are containerd's (CRI-O's are the same set). Kubelet sends
-//! its own lists in the security context (for `procMount: Default` the same
-//! paths; for `Unmasked` none): a non-empty list replaces the default, as
-//! containerd does (an empty one is indistinguishable from unset on the
-//! wire). A privileged container gets none at all.
+//! The defaults are containerd's (CRI-O's are the same set), and kubelet's
+//! own default lists (`procMount: Default`) hold the same paths. What
+//! kubelet or another client sends is added to the defaults, never put in
+//! their place: a list from an older or newer client cannot unmask
+//! `/proc/kcore` by omission. The one way to get none is kubelet's
+//! `procMount: Unmasked`, which it sends as two empty lists and allows
+//! only with `hostUsers: false`; on the wire empty lists look like unset
+//! ones, so the caller says when they mean Unmasked (see
+//! `SecurityContext::proc_unmasked`). A privileged container gets none at
+//! all.
 
 use super::Error;
 
@@ -40,36 +45,45 @@ pub struct ProcPaths {
     pub readonly: Vec<String>,
 }
 
-fn checked(paths: &[String], default: &[&str]) -> Result<Vec<String>, Error> {
-    if paths.is_empty() {
-        return Ok(default.iter().map(|p| p.to_string()).collect());
+fn checked(paths: &[String]) -> Result<(), Error> {
+    for p in paths {
+        let ok = p.starts_with('/') && !p.contains('\0') && !p.split('/').any(|c| c == "..");
+        if !ok {
+            return Err(Error::InvalidPath(p.clone()));
+        }
     }
-    paths
-        .iter()
-        .map(|p| {
-            let ok = p.starts_with('/') && !p.contains('\0') && !p.split('/').any(|c| c == "..");
-            if ok {
-                Ok(p.clone())
-            } else {
-                Err(Error::InvalidPath(p.clone()))
-            }
-        })
-        .collect()
+    Ok(())
 }
 
-/// The paths for a container: kubelet's lists when given, the defaults
-/// otherwise, nothing when privileged.
+/// `default` then the additions not already in it.
+fn merged(default: &[&str], extra: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = default.iter().map(|p| p.to_string()).collect();
+    for p in extra {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// The paths for a container: the defaults plus the client's lists,
+/// nothing when privileged or `unmasked`. The lists are checked in every
+/// case: a bad path must not pass silently.
 pub fn masked_and_readonly(
     privileged: bool,
-    kubelet_masked: &[String],
-    kubelet_readonly: &[String],
+    unmasked: bool,
+    masked: &[String],
+    readonly: &[String],
 ) -> Result<ProcPaths, Error> {
-    let masked = checked(kubelet_masked, &DEFAULT_MASKED)?;
-    let readonly = checked(kubelet_readonly, &DEFAULT_READONLY)?;
-    if privileged {
+    checked(masked)?;
+    checked(readonly)?;
+    if privileged || unmasked {
         return Ok(ProcPaths::default());
     }
-    Ok(ProcPaths { masked, readonly })
+    Ok(ProcPaths {
+        masked: merged(&DEFAULT_MASKED, masked),
+        readonly: merged(&DEFAULT_READONLY, readonly),
+    })
 }
 
 #[cfg(test)]
@@ -78,7 +92,7 @@ mod tests {
 
     #[test]
     fn defaults_when_kubelet_sends_none() {
-        let p = masked_and_readonly(false, &[], &[]).expect("paths");
+        let p = masked_and_readonly(false, false, &[], &[]).expect("paths");
         for must in [
             "/proc/kcore",
             "/proc/keys",
@@ -95,32 +109,37 @@ mod tests {
     }
 
     #[test]
-    fn kubelet_lists_replace_the_defaults() {
-        let masked = vec!["/proc/kcore".to_string(), "/proc/custom".to_string()];
-        let p = masked_and_readonly(false, &masked, &[]).expect("paths");
-        assert_eq!(p.masked, masked);
+    fn client_lists_add_to_the_defaults() {
+        let masked = vec!["/proc/kcore".to_string(), "/bin/ls".to_string()];
+        let p = masked_and_readonly(false, false, &masked, &[]).expect("paths");
+        assert_eq!(p.masked.len(), DEFAULT_MASKED.len() + 1);
+        assert_eq!(p.masked.last().map(String::as_str), Some("/bin/ls"));
         assert_eq!(p.readonly.len(), DEFAULT_READONLY.len());
-        let ro = vec!["/proc/other".to_string()];
-        let p = masked_and_readonly(false, &[], &ro).expect("paths");
-        assert_eq!(p.readonly, ro);
+        let ro = vec!["/tmp".to_string()];
+        let p = masked_and_readonly(false, false, &[], &ro).expect("paths");
+        assert!(p.readonly.contains(&"/tmp".to_string()));
+        assert!(p.readonly.contains(&"/proc/sys".to_string()));
         assert_eq!(p.masked.len(), DEFAULT_MASKED.len());
     }
 
     #[test]
-    fn privileged_has_none() {
-        let p = masked_and_readonly(true, &["/proc/kcore".to_string()], &[]).expect("paths");
+    fn privileged_and_unmasked_have_none() {
+        let kcore = ["/proc/kcore".to_string()];
+        let p = masked_and_readonly(true, false, &kcore, &[]).expect("paths");
+        assert_eq!(p, ProcPaths::default());
+        let p = masked_and_readonly(false, true, &[], &[]).expect("paths");
         assert_eq!(p, ProcPaths::default());
     }
 
     #[test]
     fn relative_or_dotdot_paths_are_rejected() {
         for bad in ["proc/kcore", "/proc/../etc", "/proc/\0x", ""] {
-            let err = masked_and_readonly(false, &[bad.to_string()], &[]);
+            let err = masked_and_readonly(false, false, &[bad.to_string()], &[]);
             assert!(
                 matches!(err, Err(Error::InvalidPath(p)) if p == bad),
                 "{bad:?}"
             );
-            let err = masked_and_readonly(true, &[], &[bad.to_string()]);
+            let err = masked_and_readonly(true, false, &[], &[bad.to_string()]);
             assert!(matches!(err, Err(Error::InvalidPath(_))), "{bad:?}");
         }
     }

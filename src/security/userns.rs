@@ -14,7 +14,7 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxIdMappingBuilder};
 
 use super::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum UsernsMode {
     Pod,
     Container,
@@ -24,7 +24,7 @@ pub enum UsernsMode {
 }
 
 /// One CRI `IDMapping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdMapping {
     pub host_id: u32,
     pub container_id: u32,

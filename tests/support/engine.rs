@@ -65,7 +65,9 @@ impl Case {
         spec.set_hostname(Some("yonggi-test".to_string()));
         let process = spec.process_mut().as_mut().expect("default process");
         process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
-        let caps = yonggi::runtime::default_capabilities();
+        let caps: oci_spec::runtime::Capabilities = yonggi::security::capabilities::DEFAULT
+            .into_iter()
+            .collect();
         process.set_capabilities(Some(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -339,6 +341,7 @@ pub fn exec_in(case: &Case, pid: i32, args: &[&str], uid: u32) -> ExecResult {
         process,
         cgroup_dirs: Vec::new(),
         report: case.dir.path().join("exec-report.json"),
+        seccomp: None,
     };
     let path = case.dir.path().join("exec.json");
     fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("exec spec");

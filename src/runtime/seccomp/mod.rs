@@ -131,14 +131,23 @@ pub struct Prepared {
 /// For the container init, before it reports `Created` (so a failure is a
 /// setup error): the spec's `linux.seccomp` compiled, `None` without one.
 pub fn prepare(spec: &Spec) -> Result<Option<Prepared>, Error> {
-    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
-        return Ok(None);
-    };
     let nnp = spec
         .process()
         .as_ref()
         .and_then(|p| p.no_new_privileges())
         .unwrap_or(false);
+    prepare_for(
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+        nnp,
+    )
+}
+
+/// The same for a process joining a running container (exec): its
+/// container's `linux.seccomp` and its own no_new_privs.
+pub fn prepare_for(seccomp: Option<&LinuxSeccomp>, nnp: bool) -> Result<Option<Prepared>, Error> {
+    let Some(seccomp) = seccomp else {
+        return Ok(None);
+    };
     Ok(Some(Prepared {
         filter: compile(seccomp)?,
         at: if nnp {
