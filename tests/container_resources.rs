@@ -191,3 +191,111 @@ async fn namespaces_mounts_and_cpu_resources() {
     e.assert_gone(&a, &[pid]);
     e.assert_gone(&b, &[]);
 }
+
+/// Kubernetes' merge rules against an image with an entrypoint, env, a
+/// working dir and a STOPSIGNAL, through the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_entrypoint_cmd_env_workdir_and_stop_signal() {
+    use yonggi::testimages::layer::Compression;
+    use yonggi::testimages::rootfs::busybox_layer;
+    use yonggi::testimages::{Artifact, ImageBuilder, ImageConfig, TestImage};
+
+    let mut e = env().await;
+    let _leftovers = Leftovers::of(&e.daemon);
+    let config = ImageConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo from-image-cmd".into()],
+        env: vec![
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "FROM_IMAGE=img".into(),
+            "OVERRIDE=img".into(),
+        ],
+        working_dir: "/etc".into(),
+        stop_signal: Some("SIGUSR1".into()),
+        ..ImageConfig::default()
+    };
+    let image = ImageBuilder::new(config)
+        .layer(busybox_layer(Compression::Gzip).expect("layer"), "busybox")
+        .build()
+        .expect("image");
+    let repository = "yonggi-test/entrypoint";
+    e._registry
+        .push(&[TestImage {
+            repository: repository.into(),
+            tags: vec!["latest".into()],
+            artifact: Artifact::Image(image),
+        }])
+        .await;
+    let reference = e._registry.reference(repository, "latest");
+    e.daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let pod = e.pod("merge").await;
+    let with_image = |e: &Env, name: &str, command: &[&str], args: &[&str]| {
+        let mut c = e.container(name, command, args);
+        c.image.as_mut().expect("image").image = reference.clone();
+        c
+    };
+
+    let cases: [(&str, &[&str], &[&str], &str); 5] = [
+        ("image", &[], &[], "from-image-cmd"),
+        ("args", &[], &["echo args-replace-cmd"], "args-replace-cmd"),
+        ("command", &["echo", "command-only"], &[], "command-only"),
+        ("both", &["sh", "-c"], &["echo both"], "both"),
+        (
+            "env",
+            &[],
+            &["echo $FROM_IMAGE $OVERRIDE $(pwd)"],
+            "img req /etc",
+        ),
+    ];
+    for (name, command, args, want) in cases {
+        let mut c = with_image(&e, name, command, args);
+        c.envs = vec![cri::KeyValue {
+            key: "OVERRIDE".into(),
+            value: "req".into(),
+        }];
+        let (st, lines) = e.run_to_end(&pod, c).await;
+        assert_eq!(st.exit_code, 0, "{name}");
+        let text: Vec<String> = lines.into_iter().map(|l| l.content).collect();
+        assert_eq!(text, vec![want.to_string()], "{name}");
+    }
+
+    // StopContainer sends the image's STOPSIGNAL first.
+    let c = with_image(
+        &e,
+        "stopsignal",
+        &[],
+        &["trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.1; done"],
+    );
+    let id = e.create(&pod, c).await.expect("create");
+    e.start(&id).await;
+    let log = e.log_file("merge", "stopsignal");
+    support::engine::wait_for(&log, "ready");
+    let t = std::time::Instant::now();
+    e.stop(&id, 20).await;
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "waited for SIGKILL"
+    );
+    let st = e.status(&id).await.status.expect("status");
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .expect("log")
+            .contains("got-usr1")
+    );
+    e.remove(&id).await;
+
+    stop(&mut e.rt, &pod).await;
+    remove(&mut e.rt, &pod).await;
+}
