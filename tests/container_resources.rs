@@ -186,10 +186,50 @@ async fn namespaces_mounts_and_cpu_resources() {
         other => panic!("pure v2 {pure_v2}: {other:?}"),
     }
 
-    stop(&mut e.rt, &pod).await;
-    remove(&mut e.rt, &pod).await;
+    // A pod-level PID namespace: its containers share it, under the pod's
+    // holder as PID 1.
+    let mut shared = config("pidpod");
+    ns_options(&mut shared).pid = cri::NamespaceMode::Pod.into();
+    shared.log_directory = e.logs.path().join("pidpod").display().to_string();
+    shared.linux.as_mut().expect("linux").cgroup_parent =
+        format!("/yonggi-test-{:08x}", rand::random::<u32>());
+    let pidpod = run(&mut e.rt, shared)
+        .await
+        .expect("pod with a PID namespace");
+    let mut ids = Vec::new();
+    for name in ["p1", "p2"] {
+        let id = e
+            .create(&pidpod, e.container(name, &["sleep", "600"], &[]))
+            .await
+            .expect("create");
+        e.start(&id).await;
+        ids.push(id);
+    }
+    let p1 = sh(&mut e, &ids[0], "readlink /proc/self/ns/pid; ps -o args").await;
+    let p2 = sh(&mut e, &ids[1], "readlink /proc/self/ns/pid").await;
+    assert_eq!(p1.lines().next(), Some(p2.as_str()));
+    assert_ne!(p2, la[4], "a pod namespace of its own");
+    assert_eq!(
+        p1.lines().filter(|l| l.starts_with("sleep 600")).count(),
+        2,
+        "each container sees the other: {p1}"
+    );
+    assert!(
+        !sh(&mut e, &ids[0], "cat /proc/1/cmdline | tr '\\0' ' '")
+            .await
+            .starts_with("sleep"),
+        "PID 1 is the pod's holder"
+    );
+
+    for p in [&pod, &pidpod] {
+        stop(&mut e.rt, p).await;
+        remove(&mut e.rt, p).await;
+    }
     e.assert_gone(&a, &[pid]);
     e.assert_gone(&b, &[]);
+    for id in &ids {
+        e.assert_gone(id, &[]);
+    }
 }
 
 /// Kubernetes' merge rules against an image with an entrypoint, env, a
