@@ -162,6 +162,30 @@ async fn namespaces_mounts_and_cpu_resources() {
         .expect("linux resources");
     assert_eq!((res.cpu_shares, res.cpu_quota), (256, 20_000));
 
+    // A create the kernel refuses late (a CPU this host lacks, written to
+    // the new cgroup after the rootfs exists) leaves nothing and frees the
+    // name.
+    let snapshots = |e: &Env| {
+        std::fs::read_dir(e.daemon.dir.path().join("root/snapshots/snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = snapshots(&e);
+    assert!(before >= 2, "the running containers have rootfs dirs");
+    let mut late = e.container("late", &["sleep", "600"], &[]);
+    late.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpuset_cpus: "1023".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    e.create(&pod, late).await.expect_err("no CPU 1023 here");
+    assert_eq!(snapshots(&e), before, "the refused create left a rootfs");
+    let late = e.container("late", &["true"], &[]);
+    let late = e.create(&pod, late).await.expect("the name is free again");
+    e.remove(&late).await;
+
     // `unified` (cgroup v2 keys) applies on a pure v2 host only; elsewhere
     // it is refused and nothing is made.
     let pure_v2 = !std::path::Path::new("/sys/fs/cgroup/unified").exists()
