@@ -62,6 +62,9 @@ impl Service {
         if !pod.is_ready() {
             return Err(ContainerError::PodNotReady(pod.id));
         }
+        for d in &spec.devices {
+            super::devices::resolve(d)?;
+        }
         for m in &spec.mounts {
             if !Path::new(&m.container_path).is_absolute() {
                 return Err(invalid(
@@ -94,9 +97,6 @@ impl Service {
                     source,
                 })?;
             super::volumes::check_host_propagation(m, &resolved)?;
-        }
-        for d in &spec.devices {
-            super::devices::resolve(d)?;
         }
         let log_path = log_file(&pod.spec.log_directory, &spec.log_path)?;
         spec::argv(&spec, &image)?;
