@@ -192,6 +192,29 @@ fn bind(dest: &str, source: &Path, options: &[&str]) -> Result<Mount, ContainerE
         .map_err(ContainerError::Spec)
 }
 
+/// The pod's user namespace, when it has one: joined by path, with its
+/// mappings (which the runtime checks against the namespace it joins and
+/// uses to give the container's `/dev` to its root).
+fn user_namespace(
+    pod: &Sandbox,
+    namespaces: &mut Vec<oci_spec::runtime::LinuxNamespace>,
+    linux: LinuxBuilder,
+) -> Result<LinuxBuilder, ContainerError> {
+    let (Some(path), Some(m)) = (pod.userns_path(), pod.spec.userns.as_ref()) else {
+        return Ok(linux);
+    };
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .path(path)
+            .build()
+            .map_err(ContainerError::Spec)?,
+    );
+    Ok(linux
+        .uid_mappings(m.oci_uid_mappings())
+        .gid_mappings(m.oci_gid_mappings()))
+}
+
 /// The OCI spec of the container: the request merged over the image, in the
 /// pod's namespaces.
 pub(super) fn build(
@@ -294,7 +317,8 @@ pub(super) fn build(
         crate::pod::PidMode::Node => {}
     }
     let default_linux = Spec::default().linux().clone().unwrap_or_default();
-    let mut linux = LinuxBuilder::default().namespaces(namespaces);
+    let mut linux = user_namespace(pod, &mut namespaces, LinuxBuilder::default())?;
+    linux = linux.namespaces(namespaces);
     if !spec.privileged {
         if let Some(masked) = default_linux.masked_paths() {
             linux = linux.masked_paths(masked.clone());

@@ -24,7 +24,7 @@ pub enum UsernsMode {
 }
 
 /// One CRI `IDMapping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdMapping {
     pub host_id: u32,
     pub container_id: u32,
@@ -39,7 +39,7 @@ pub struct UsernsRequest<'a> {
 }
 
 /// Validated mappings of a pod's user namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mappings {
     pub uid: IdMapping,
     pub gid: IdMapping,
