@@ -283,6 +283,57 @@ async fn invalid_user_namespaces_are_refused_and_leave_nothing() {
     }
     assert_eq!(list(&mut e.rt, None).await, Vec::new());
     let pods = pods_dir(&e.daemon);
+    assert_eq!(std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0), 0);
+
+    // A container's own userns_options must be its pod's.
+    let mut c = config("userns-ok");
+    ns_options(&mut c).userns_options = Some(userns(cri::NamespaceMode::Pod, &[good]));
+    let pod = run_pod(&mut e, c).await.expect("RunPodSandbox");
+    let plain = run_pod(&mut e, config("plain"))
+        .await
+        .expect("RunPodSandbox");
+    let other = (base + 65536, 0, 65536);
+    for (name, target, opts) in [
+        (
+            "other-range",
+            &pod,
+            userns(cri::NamespaceMode::Pod, &[other]),
+        ),
+        (
+            "node-in-userns-pod",
+            &pod,
+            userns(cri::NamespaceMode::Node, &[]),
+        ),
+        (
+            "container-mode",
+            &pod,
+            userns(cri::NamespaceMode::Container, &[good]),
+        ),
+        (
+            "pod-in-plain-pod",
+            &plain,
+            userns(cri::NamespaceMode::Pod, &[good]),
+        ),
+    ] {
+        let mut ctr = e.container(name, &["true"], &[]);
+        ctr.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    userns_options: Some(opts),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = e.create(target, ctr).await.expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+    }
+    for p in [&pod, &plain] {
+        stop(&mut e.rt, p).await;
+        remove(&mut e.rt, p).await;
+        assert_gone(&e.daemon, p, None);
+    }
     let left: Vec<_> = std::fs::read_dir(&pods)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

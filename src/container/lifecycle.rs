@@ -77,6 +77,14 @@ impl Service {
         if !pod.is_ready() {
             return Err(ContainerError::PodNotReady(pod.id));
         }
+        if let Some(userns) = &spec.userns
+            && !userns.matches(pod.spec.userns.as_ref())
+        {
+            return Err(invalid(
+                "userns_options",
+                "the container's user namespace must be its pod's (same mode and mappings)",
+            ));
+        }
         for m in &mut spec.mounts {
             if !Path::new(&m.container_path).is_absolute() {
                 return Err(invalid(

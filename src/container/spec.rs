@@ -123,6 +123,10 @@ pub struct ContainerSpec {
     pub supplemental_groups: Vec<u32>,
     pub privileged: bool,
     pub readonly_rootfs: bool,
+    /// The container's `userns_options`, when it sent any: checked
+    /// against the pod's (the container always joins the pod's).
+    #[serde(default)]
+    pub userns: Option<crate::security::userns::ContainerUserns>,
 }
 
 /// The process to run: command line, env and cwd after the merge rules.
@@ -378,6 +382,7 @@ mod tests {
             supplemental_groups: vec![],
             privileged: false,
             readonly_rootfs: false,
+            userns: None,
         }
     }
 

@@ -120,7 +120,41 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
             .map_err(|_| invalid("supplemental_groups", "out of range"))?,
         privileged: sc.privileged,
         readonly_rootfs: sc.readonly_rootfs,
+        userns: container_userns(sc.namespace_options.as_ref())?,
     })
+}
+
+/// The container's `userns_options` as asked (checked against its pod's
+/// by the container service); absent: none asked.
+fn container_userns(
+    opts: Option<&cri::NamespaceOption>,
+) -> Result<Option<crate::security::userns::ContainerUserns>, Error> {
+    use crate::security::userns::{ContainerUserns, IdMapping, UsernsMode, UsernsRequest};
+    let Some(u) = opts.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(None);
+    };
+    let mode = match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Pod) => UsernsMode::Pod,
+        Ok(cri::NamespaceMode::Container) => UsernsMode::Container,
+        Ok(cri::NamespaceMode::Node) => UsernsMode::Node,
+        Ok(cri::NamespaceMode::Target) => UsernsMode::Target,
+        Err(_) => return Err(invalid("userns_options.mode", u.mode.to_string())),
+    };
+    let convert = |list: &[cri::IdMapping]| -> Vec<IdMapping> {
+        list.iter()
+            .map(|m| IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    let (uids, gids) = (convert(&u.uids), convert(&u.gids));
+    Ok(Some(ContainerUserns::from_request(&UsernsRequest {
+        mode,
+        uids: &uids,
+        gids: &gids,
+    })?))
 }
 
 fn positive<T: TryFrom<i64>>(v: i64) -> Option<T> {

@@ -97,6 +97,11 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
             dup2_stderr(tty).map_err(|e| SetupError::new("stderr", e))?;
         }
     }
+    // Whatever the monitor held (its control socket, log, a cgroup
+    // directory for clone3) is of no use here and must not be reachable
+    // through /proc/self/fd by the spec's working dir (CVE-2024-21626).
+    sys::close_fds_from_except(3, init.channel.as_fd())
+        .map_err(|e| SetupError::new("closing inherited descriptors", e))?;
     for dir in init.cgroup_dirs {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, "0")

@@ -352,3 +352,23 @@ pub fn set_thread_effective_ids(uid: u32, gid: u32) -> io::Result<()> {
         set_uid()
     }
 }
+
+/// Closes every descriptor from `first` up except `keep`. Only for a
+/// process about to exec or exit, whose other descriptors no Rust value
+/// still owns (their owners never run their destructors).
+pub fn close_fds_from_except(first: u32, keep: BorrowedFd<'_>) -> io::Result<()> {
+    let keep = u32::try_from(keep.as_raw_fd()).map_err(io::Error::other)?;
+    let ranges = [(first, keep.saturating_sub(1)), (keep + 1, u32::MAX)];
+    for (from, to) in ranges {
+        if from > to || (from == keep) {
+            continue;
+        }
+        // SAFETY: close_range takes integers only; the caller guarantees
+        // nothing owned in this process uses the descriptors it closes.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
