@@ -141,10 +141,31 @@ async fn a_pod_in_a_user_namespace_runs_as_mapped_root() {
         }),
         ..Default::default()
     });
+    // A volume as kubelet makes them: root's on the host, 0700.
+    let volume = tempfile::tempdir().expect("volume");
+    std::fs::write(volume.path().join("from-host"), "h\n").expect("volume file");
+    ctr.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: volume.path().display().to_string(),
+        ..Default::default()
+    }];
     let id = e.create(&pod, ctr).await.expect("CreateContainer");
     e.start(&id).await;
 
     assert_eq!(sh(&mut e, &id, "id -u; id -g").await, "0\n0");
+    // The volume is idmapped: root's on disk is root's inside, and what
+    // the container writes is stored with the ids it sees.
+    assert_eq!(
+        sh(
+            &mut e,
+            &id,
+            "cat /vol/from-host && echo c >/vol/from-ctr && stat -c %u /vol /vol/from-host /vol/from-ctr"
+        )
+        .await,
+        "h\n0\n0\n0"
+    );
+    let written = std::fs::metadata(volume.path().join("from-ctr")).expect("written");
+    assert_eq!((written.uid(), written.gid()), (0, 0));
     let map = sh(&mut e, &id, "cat /proc/self/uid_map /proc/self/gid_map").await;
     let fields: Vec<&str> = map.split_whitespace().collect();
     let want = ["0", &base.to_string(), "65536"];

@@ -219,6 +219,16 @@ fn user_namespace(
         .gid_mappings(m.oci_gid_mappings()))
 }
 
+/// In a pod with a user namespace, a volume is bound idmapped through it:
+/// what is root's on disk is the container root's, and what it writes is
+/// stored with the ids it sees (as kubelet expects of its volumes).
+/// (The OCI `idmap`/`ridmap` option: the container's own mappings.)
+fn idmap_volume(pod: &Sandbox, options: &mut Vec<&str>) {
+    if pod.spec.userns.is_some() {
+        options.push("ridmap");
+    }
+}
+
 /// The OCI spec of the container: the request merged over the image, in the
 /// pod's namespaces.
 pub(super) fn build(
@@ -290,6 +300,7 @@ pub(super) fn build(
         });
         options.push(if m.readonly { "ro" } else { "rw" });
         mounts.retain(|x| x.destination() != Path::new(&m.container_path));
+        idmap_volume(pod, &mut options);
         mounts.push(bind(&m.container_path, &m.host_path, &options)?);
     }
 

@@ -69,6 +69,8 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
     )
     .map_err(step("opening the rootfs"))?;
     let ids = PodIds::of(spec);
+    // Opened by the host's root, before anything is joined.
+    let userns = user_namespace_fd(spec)?;
     let mut dev_is_bind = false;
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let owned = ids.map(|ids| ids.mount(m));
@@ -80,7 +82,12 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
                     .flatten()
                     .any(|o| o == "bind" || o == "rbind");
         }
-        mount_one(root.as_fd(), m, new_cgroupns)?;
+        mount_one(
+            root.as_fd(),
+            m,
+            new_cgroupns,
+            userns.as_ref().map(|fd| fd.as_fd()),
+        )?;
     }
     if !dev_is_bind {
         let mut nodes = devices::defaults();
@@ -171,6 +178,25 @@ impl PodIds {
         m.set_options(Some(options));
         m
     }
+}
+
+/// The user namespace the spec joins, for idmapped binds.
+fn user_namespace_fd(spec: &Spec) -> Result<Option<OwnedFd>, SetupError> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|list| {
+            list.iter()
+                .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        })
+        .and_then(|n| n.path().clone());
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map(Some)
+        .map_err(|e| SetupError::new(format!("opening namespace {}", path.display()), e))
 }
 
 fn enter(rootfs: &Path) -> Result<(), SetupError> {

@@ -274,26 +274,36 @@ pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 
-/// A detached copy of the mount at `path` whose ownership is shifted by the
-/// id mappings of the user namespace `userns` (`open_tree(2)` with
-/// `OPEN_TREE_CLONE`, then `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`;
-/// kernel 5.12+ and a filesystem that supports idmapped mounts). The copy
-/// is attached nowhere: it lives as long as the descriptor and whatever
-/// (an overlay's lower layer) holds it.
-pub fn open_tree_idmapped(path: &Path, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// A detached copy of the mount at `path` (with every mount below it when
+/// `recursive`) whose ownership is shifted by the id mappings of the user
+/// namespace `userns` (`open_tree(2)` with `OPEN_TREE_CLONE`, then
+/// `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`; kernel 5.12+ and a
+/// filesystem that supports idmapped mounts). The copy is attached
+/// nowhere: it lives as long as the descriptor and whatever (an overlay's
+/// lower layer) holds it. An error of kind `Unsupported`: no idmapped
+/// mounts here (old kernel, or a filesystem without them).
+pub fn open_tree_idmapped(
+    path: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> io::Result<OwnedFd> {
+    let unsupported = |e: io::Error, codes: &[i32]| {
+        if e.raw_os_error().is_some_and(|c| codes.contains(&c)) {
+            io::Error::new(io::ErrorKind::Unsupported, e)
+        } else {
+            e
+        }
+    };
     let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE as libc::c_uint;
+    }
     // SAFETY: the path is NUL-terminated and outlives the call; the flags
     // ask for a new detached mount, returned as a new descriptor.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(unsupported(io::Error::last_os_error(), &[libc::ENOSYS]));
     }
     let raw = libc::c_int::try_from(fd).map_err(io::Error::other)?;
     // SAFETY: open_tree just returned this descriptor, owned by nobody else.
@@ -304,6 +314,10 @@ pub fn open_tree_idmapped(path: &Path, userns: BorrowedFd<'_>) -> io::Result<Own
         propagation: 0,
         userns_fd: u64::try_from(userns.as_raw_fd()).map_err(io::Error::other)?,
     };
+    let mut at = libc::AT_EMPTY_PATH;
+    if recursive {
+        at |= AT_RECURSIVE;
+    }
     // SAFETY: the path is a valid NUL-terminated empty string, `attr` lives
     // across the call and its size is passed with it.
     let rc = unsafe {
@@ -311,13 +325,14 @@ pub fn open_tree_idmapped(path: &Path, userns: BorrowedFd<'_>) -> io::Result<Own
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            at,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if rc < 0 {
-        return Err(io::Error::last_os_error());
+        let codes = [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOSYS];
+        return Err(unsupported(io::Error::last_os_error(), &codes));
     }
     Ok(tree)
 }
@@ -369,6 +384,36 @@ pub fn close_fds_from_except(first: u32, keep: BorrowedFd<'_>) -> io::Result<()>
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// [`open_tree_idmapped`] attached onto the directory `target` refers to
+/// (`move_mount(2)`, both ends by descriptor).
+pub fn bind_idmapped(
+    path: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+    target: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let tree = open_tree_idmapped(path, userns, recursive)?;
+    // SAFETY: both paths are the empty NUL-terminated string: the source
+    // is the detached tree and the target the directory, by descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -121,13 +121,12 @@ pub(super) fn mount_idmapped(
         if p == upper.as_path() || p == work.as_path() {
             return Ok(p.display().to_string());
         }
-        let tree =
-            crate::runtime::sys::open_tree_idmapped(p, userns.as_fd()).map_err(|source| {
-                SnapshotError::Idmap {
-                    path: p.to_path_buf(),
-                    source,
-                }
-            })?;
+        let tree = crate::runtime::sys::open_tree_idmapped(p, userns.as_fd(), false).map_err(
+            |source| SnapshotError::Idmap {
+                path: p.to_path_buf(),
+                source,
+            },
+        )?;
         let name = format!("/proc/self/fd/{}", tree.as_raw_fd());
         held.push(tree);
         Ok(name)
