@@ -286,3 +286,19 @@ pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the kernel just returned this descriptor and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Caps glibc malloc at `arenas` arenas. By default each thread that
+/// allocates may get an arena of its own (up to 8 per core), and the
+/// daemon's blocking threads (one per RPC doing file system or fork work)
+/// each leave one behind, holding freed memory as RSS. Call before any
+/// thread exists.
+pub fn limit_malloc_arenas(arenas: i32) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers and only changes malloc's tuning;
+    // called while the process is single-threaded.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = arenas;
+}
