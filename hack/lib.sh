@@ -25,7 +25,7 @@ kill_leftovers() {
     pid="${f#/proc/}"
     pid="${pid%/cmdline}"
     [ "$pid" = "$$" ] && continue
-    mapfile -d '' args <"$f" 2>/dev/null || continue
+    mapfile -d '' args 2>/dev/null <"$f" || continue
     [[ "${args[*]}" == *"$dir/"* ]] || continue
     echo "$(basename "$0"): killing leftover process $pid: ${args[*]}" >&2
     kill -KILL "$pid" 2>/dev/null || true

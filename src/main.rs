@@ -119,6 +119,8 @@ fn serve(path: Option<PathBuf>, log_level: Option<String>, log_format: Option<Fo
         eprintln!("yonggi: {e}");
         return ExitCode::FAILURE;
     }
+    // Before the runtime starts threads; see limit_malloc_arenas.
+    yonggi::runtime::sys::limit_malloc_arenas(2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

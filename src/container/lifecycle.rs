@@ -392,7 +392,7 @@ impl Service {
                 let _ = monitor::kill(&c.dir, Signal::SIGKILL as i32);
                 let _ = monitor::wait_timeout(&c.dir, KILL_TIMEOUT);
             }
-            wait_exit(c.monitor_pid, KILL_TIMEOUT);
+            wait_exit(c.monitor_pid, &c.dir, KILL_TIMEOUT);
             if let Some(cg) = &c.cgroup {
                 cleanup_cgroup(&cgroups, cg)?;
             }
@@ -459,11 +459,33 @@ fn cleanup_cgroup(
     cgroups.delete(cg).map_err(ContainerError::Cgroup)
 }
 
-fn wait_exit(pid: i32, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    while super::pid_alive(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+/// Waits (at most `timeout`) until the monitor `pid` of the state dir
+/// `dir` has exited, on a pidfd: the monitor is reparented to whatever
+/// init the host has, and a zombie that init reaps late (seconds, on some
+/// VMs) has exited all the same. A pid whose process does not sit in `dir`
+/// (the monitor's working directory) was recycled: not ours to wait for.
+fn wait_exit(pid: i32, dir: &Path, timeout: Duration) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    if pid <= 0 {
+        return;
     }
+    let Ok(pidfd) = crate::runtime::sys::pidfd_open(pid) else {
+        return;
+    };
+    let exited = |ms: PollTimeout| {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        !matches!(poll(&mut fds, ms), Ok(0))
+    };
+    if exited(PollTimeout::ZERO) {
+        return;
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    if cwd.is_none() || cwd != std::fs::canonicalize(dir).ok() {
+        return;
+    }
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    exited(PollTimeout::from(ms));
 }
 
 pub(super) fn state_name(s: super::State) -> &'static str {

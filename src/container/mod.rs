@@ -300,12 +300,10 @@ impl Service {
         if id_or_prefix.is_empty() {
             return Err(ContainerError::NotFound(String::new()));
         }
-        let all: Vec<(String, Container)> = self.store.list(Bucket::Containers)?;
-        let matches: Vec<&String> = all
-            .iter()
-            .map(|(id, _)| id)
-            .filter(|id| id.starts_with(id_or_prefix))
-            .collect();
+        let all = self
+            .store
+            .keys_with_prefix(Bucket::Containers, id_or_prefix)?;
+        let matches: Vec<&String> = all.iter().collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(ContainerError::NotFound(id_or_prefix.to_string())),

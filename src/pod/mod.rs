@@ -151,12 +151,8 @@ impl Service {
         if id_or_prefix.is_empty() {
             return Err(PodError::NotFound(String::new()));
         }
-        let all: Vec<(String, Sandbox)> = self.store.list(Bucket::Pods)?;
-        let matches: Vec<&String> = all
-            .iter()
-            .map(|(id, _)| id)
-            .filter(|id| id.starts_with(id_or_prefix))
-            .collect();
+        let all = self.store.keys_with_prefix(Bucket::Pods, id_or_prefix)?;
+        let matches: Vec<&String> = all.iter().collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(PodError::NotFound(id_or_prefix.to_string())),

@@ -185,6 +185,9 @@ fn wait_ready(mut pipe: File) -> Result<(), HolderError> {
 pub fn kill(pid: i32, pidns: u64, our_child: bool) -> Result<(), HolderError> {
     let target = Pid::from_raw(pid);
     let proc_ns = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    // Opened before the check: the pidfd pins this very process, so the
+    // wait below cannot follow a recycled pid.
+    let pidfd = super::sys::pidfd_open(pid).ok();
     if ns_inode(&proc_ns) == Some(pidns) {
         match nix::sys::signal::kill(target, Signal::SIGKILL) {
             Ok(()) | Err(Errno::ESRCH) => {}
@@ -195,10 +198,13 @@ pub fn kill(pid: i32, pidns: u64, our_child: bool) -> Result<(), HolderError> {
         // Any answer but EINTR ends it; ECHILD means reaped already.
         while let Err(Errno::EINTR) = nix::sys::wait::waitpid(target, None) {}
     } else {
-        // Someone else reaps it; wait until it no longer runs.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while is_alive(pid, pidns) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        // Someone else reaps it (the host's init, after a daemon restart):
+        // its pidfd turns readable at exit, zombie or not.
+        if let Some(fd) = pidfd
+            && is_alive(pid, pidns)
+        {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            while let Err(Errno::EINTR) = nix::poll::poll(&mut fds, PollTimeout::from(2000u16)) {}
         }
     }
     Ok(())

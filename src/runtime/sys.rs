@@ -442,3 +442,35 @@ pub fn bind_idmapped(
     }
     Ok(())
 }
+
+/// `pidfd_open(2)` (kernel 5.3+): a descriptor that becomes readable when
+/// process `pid` exits, zombie or reaped, whoever its parent is; waiting
+/// on it needs no polling of `/proc` or `kill(pid, 0)`, which a zombie
+/// nobody reaps yet would pass for alive. `ESRCH` when no such process.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes no pointers; flags 0.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(rc).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Caps glibc malloc at `arenas` arenas. By default each thread that
+/// allocates may get an arena of its own (up to 8 per core), and the
+/// daemon's blocking threads (one per RPC doing file system or fork work)
+/// each leave one behind, holding freed memory as RSS. Call before any
+/// thread exists.
+pub fn limit_malloc_arenas(arenas: i32) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers and only changes malloc's tuning;
+    // called while the process is single-threaded.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = arenas;
+}

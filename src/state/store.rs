@@ -243,6 +243,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The keys of `bucket` starting with `prefix`, in order, without
+    /// decoding a document: id-prefix resolution on every RPC stays cheap
+    /// with hundreds of pods.
+    pub fn keys_with_prefix(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(bucket.table())?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (key, _) = entry?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(key.to_string());
+        }
+        Ok(out)
+    }
+}
+
 /// The write half of one transaction, handed to [`Store::write`]'s closure.
 pub struct Writer<'a> {
     txn: &'a redb::WriteTransaction,
@@ -315,6 +339,26 @@ mod tests {
         assert_eq!(cidr.as_deref(), Some("10.1.0.0/16"));
         let pods: Vec<(String, u32)> = store.list(Bucket::Pods).expect("list");
         assert_eq!(pods, vec![("b".to_string(), 2)]);
+    }
+
+    #[test]
+    fn keys_with_prefix_lists_only_matching_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write(|w| {
+                for key in ["ab1", "ab2", "abc", "b", "aa"] {
+                    w.put(Bucket::Pods, key, &0u32)?;
+                }
+                w.put(Bucket::Containers, "ab9", &0u32)
+            })
+            .expect("write");
+        let keys = |p| store.keys_with_prefix(Bucket::Pods, p).expect("keys");
+        assert_eq!(keys("ab"), vec!["ab1", "ab2", "abc"]);
+        assert_eq!(keys("abc"), vec!["abc"]);
+        assert_eq!(keys("b"), vec!["b"]);
+        assert!(keys("c").is_empty());
+        assert_eq!(keys("").len(), 5);
     }
 
     #[test]
