@@ -110,12 +110,16 @@ pub enum CgroupDriver {
 #[serde(default, deny_unknown_fields)]
 pub struct CgroupConfig {
     pub driver: CgroupDriver,
+    /// Where containers of a pod without a cgroup parent go: a path with
+    /// cgroupfs, a slice with systemd. Empty: `/yonggi` or `yonggi.slice`.
+    pub default_parent: String,
 }
 
 impl Default for CgroupConfig {
     fn default() -> Self {
         CgroupConfig {
             driver: CgroupDriver::Cgroupfs,
+            default_parent: String::new(),
         }
     }
 }
@@ -257,6 +261,10 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("{:?}: {e}", self.log.level)));
         }
+        let driver = crate::runtime::cgroup::Driver::from(self.effective_cgroup_driver());
+        if let Err(e) = driver.pod_cgroup(&self.default_cgroup_parent()) {
+            return Err(invalid("cgroup.default_parent", e.to_string()));
+        }
         let platform: Vec<&str> = self.image.platform.split('/').collect();
         if !(2..=3).contains(&platform.len()) || platform.iter().any(|p| p.is_empty()) {
             return Err(invalid(
@@ -334,6 +342,18 @@ impl Config {
         Ok(())
     }
 
+    /// `cgroup.default_parent`, or the driver's default when it is empty.
+    pub fn default_cgroup_parent(&self) -> String {
+        match (
+            self.cgroup.default_parent.as_str(),
+            self.effective_cgroup_driver(),
+        ) {
+            ("", CgroupDriver::Systemd) => "yonggi.slice".to_string(),
+            ("", _) => "/yonggi".to_string(),
+            (parent, _) => parent.to_string(),
+        }
+    }
+
     /// The cgroup driver with `auto` resolved against the running system.
     pub fn effective_cgroup_driver(&self) -> CgroupDriver {
         match self.cgroup.driver {
@@ -399,6 +419,14 @@ mod tests {
         for (toml, key) in [
             ("[log]\nformat = \"xml\"\n", "format"),
             ("[cgroup]\ndriver = \"lxc\"\n", "driver"),
+            (
+                "[cgroup]\ndriver = \"systemd\"\ndefault_parent = \"/yonggi\"\n",
+                "cgroup.default_parent",
+            ),
+            (
+                "[cgroup]\ndefault_parent = \"/a/../b\"\n",
+                "cgroup.default_parent",
+            ),
             ("root = \"relative/path\"\n", "root"),
             ("[image]\nplatform = \"amd64\"\n", "image.platform"),
             (

@@ -375,7 +375,11 @@ async fn oom_and_daemon_restart() {
     assert_eq!(st.exit_code, 137);
     assert_eq!(st.reason, "OOMKilled");
 
-    let long = e.container("long", &["sleep", "600"], &[]);
+    let long = e.container(
+        "long",
+        &["sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+        &[],
+    );
     let long = e.create(&pod, long).await.expect("create");
     e.start(&long).await;
     let short = e.container("short", &["sh", "-c", "read x < /vol/go; exit 5"], &[]);
@@ -402,6 +406,24 @@ async fn oom_and_daemon_restart() {
     e.rt = e.daemon.runtime().await;
     let st = e.status(&long).await.status.expect("status");
     assert_eq!(st.state(), cri::ContainerState::ContainerRunning);
+    // Its log kept growing while the daemon was away, and still does; exec
+    // reaches it.
+    let log = std::path::PathBuf::from(&st.log_path);
+    let ticks = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = ticks();
+    assert!(before >= 3, "{before} log lines");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(ticks() > before, "the log stopped growing");
+    let out = e
+        .exec(&long, &["echo", "still here"], 0)
+        .await
+        .expect("exec");
+    assert_eq!(out.stdout, b"still here\n");
     let st = e.wait_exited(&short).await;
     assert_eq!(st.exit_code, 5);
     assert!(st.finished_at > st.started_at);

@@ -3,7 +3,8 @@
 //! `security/` (identity, capabilities, masked and read-only paths, MAC
 //! checks) or `runtime::seccomp`; this file only puts their answers in the
 //! spec fields the runtime applies, plus what privileged changes beyond
-//! them (host devices, writable `/sys`, no device cgroup rules).
+//! them (host devices, writable `/sys`; the device cgroup rules it goes
+//! without are `devices.rs`'s).
 //!
 //! [`check`] runs before anything is created (nothing to roll back on a
 //! bad request); [`apply`] runs once the rootfs exists, since the user's
@@ -17,7 +18,6 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities, Mount, Spec};
 use super::ContainerError;
 use super::spec::ImageInfo;
 use crate::pod::Sandbox;
-use crate::runtime::cgroup::{DeviceRule, default_device_rules};
 use crate::runtime::seccomp;
 use crate::security::{SecurityContext, capabilities, identity};
 
@@ -113,14 +113,6 @@ fn writable_kernel_fs(mut m: Mount) -> Mount {
     m
 }
 
-/// The device cgroup rules of a container: the standard nodes only, or
-/// (privileged) no rules, so every device the host has is usable. Without
-/// rules a container holding CAP_MKNOD could make and read the host's
-/// disks.
-pub(super) fn device_rules(ctx: &SecurityContext) -> Option<Vec<DeviceRule>> {
-    (!ctx.privileged).then(default_device_rules)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,16 +136,5 @@ mod tests {
         tmp.set_typ(Some("tmpfs".into()));
         let m = writable_kernel_fs(tmp.clone());
         assert_eq!(m, tmp);
-    }
-
-    #[test]
-    fn device_rules_only_when_unprivileged() {
-        let rules = device_rules(&SecurityContext::default()).expect("rules");
-        assert!(!rules[0].allow, "deny all first");
-        let privileged = SecurityContext {
-            privileged: true,
-            ..Default::default()
-        };
-        assert_eq!(device_rules(&privileged), None);
     }
 }

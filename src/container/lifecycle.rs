@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use super::spec::{self, ContainerSpec, ImageInfo, Propagation};
 use super::{Container, ContainerError, Service, now_ns, reservation_key};
 use crate::monitor::{self, MonitorConfig};
-use crate::runtime::cgroup::{Cgroup, CgroupPath};
+use crate::runtime::cgroup::Cgroup;
 use crate::state::Bucket;
 
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,14 +55,14 @@ impl Service {
     pub async fn create(
         &self,
         pod_id: &str,
-        mut spec: ContainerSpec,
+        spec: ContainerSpec,
         image: ImageInfo,
     ) -> Result<String, ContainerError> {
         let pod = self.pods.get(pod_id)?;
         if !pod.is_ready() {
             return Err(ContainerError::PodNotReady(pod.id));
         }
-        for m in &mut spec.mounts {
+        for m in &spec.mounts {
             if !Path::new(&m.container_path).is_absolute() {
                 return Err(invalid(
                     "mounts",
@@ -85,13 +85,18 @@ impl Service {
                     source,
                 })?;
             }
-            // A symlinked host path binds its target, as kubelet means it.
-            m.host_path =
+            // A symlinked host path binds its target (the spec names the
+            // target; status shows the path as asked, as kubelet sent it).
+            let resolved =
                 std::fs::canonicalize(&m.host_path).map_err(|source| ContainerError::Io {
                     action: "resolve the volume path",
                     path: m.host_path.clone(),
                     source,
                 })?;
+            super::volumes::check_host_propagation(m, &resolved)?;
+        }
+        for d in &spec.devices {
+            super::devices::resolve(d)?;
         }
         let log_path = log_file(&pod.spec.log_directory, &spec.log_path)?;
         spec::argv(&spec, &image)?;
@@ -174,7 +179,7 @@ impl Service {
         }
 
         let parent = if pod.spec.cgroup_parent.is_empty() {
-            CgroupPath::parse(DEFAULT_PARENT).map_err(ContainerError::Cgroup)?
+            self.default_parent.clone()
         } else {
             self.driver
                 .pod_cgroup(&pod.spec.cgroup_parent)
@@ -185,7 +190,11 @@ impl Service {
             .container_cgroup(&parent, &c.id)
             .map_err(ContainerError::Cgroup)?;
         let mut resources = c.spec.resources.cgroup();
-        resources.devices = super::confine::device_rules(&c.spec.security);
+        // A privileged container keeps the host's devices (its parent's
+        // rules); any other gets the defaults and what it asked for.
+        if !c.spec.security.privileged {
+            resources.devices = Some(super::devices::cgroup_rules(&c.spec.devices)?);
+        }
         let cg = self
             .cgroups
             .create_with(&path, &resources)
@@ -345,6 +354,12 @@ impl Service {
     /// Idempotent: what is gone is skipped.
     async fn destroy(&self, c: &Container) -> Result<(), ContainerError> {
         let (cgroups, snapshots, c) = (self.cgroups.clone(), self.snapshots.clone(), c.clone());
+        let default_parent = self.default_parent.clone();
+        let under_default = c.cgroup.as_ref().is_some_and(|cg| {
+            self.driver
+                .container_cgroup(&default_parent, &c.id)
+                .is_ok_and(|p| p == *cg.path())
+        });
         tokio::task::spawn_blocking(move || {
             if c.monitor_pid > 0 && monitor::read_exit(&c.dir).ok().flatten().is_none() {
                 let _ = monitor::kill(&c.dir, Signal::SIGKILL as i32);
@@ -353,6 +368,11 @@ impl Service {
             wait_exit(c.monitor_pid, KILL_TIMEOUT);
             if let Some(cg) = &c.cgroup {
                 cleanup_cgroup(&cgroups, cg)?;
+            }
+            if under_default {
+                cgroups
+                    .remove_if_unused(&default_parent)
+                    .map_err(ContainerError::Cgroup)?;
             }
             snapshots.remove(&c.id).map_err(ContainerError::Snapshot)?;
             match std::fs::remove_dir_all(&c.dir) {
@@ -399,9 +419,6 @@ impl Service {
         Ok(removed)
     }
 }
-
-/// Where containers of pods without a cgroup parent go.
-const DEFAULT_PARENT: &str = "/yonggi";
 
 fn cleanup_cgroup(
     cgroups: &crate::runtime::cgroup::Cgroups,

@@ -10,11 +10,13 @@
 //! ```
 
 mod confine;
+mod devices;
 mod lifecycle;
 mod ops;
 pub use ops::{ContainerStats, EXEC_OUTPUT_CAP, ExecOutput};
 mod spec;
 mod stream;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,7 +24,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use spec::{ContainerResources, ContainerSpec, ImageInfo, Metadata, Propagation, VolumeMount};
+pub use spec::{
+    ContainerResources, ContainerSpec, DeviceRequest, ImageInfo, Metadata, Propagation, VolumeMount,
+};
 pub use stream::StreamBackend;
 
 use crate::config::Config;
@@ -48,6 +52,15 @@ pub enum ContainerError {
     Invalid {
         field: &'static str,
         message: String,
+    },
+    #[error(
+        "volume {host_path} asks {wanted} propagation but its host mount {mount_point} is {actual}"
+    )]
+    HostPropagation {
+        host_path: PathBuf,
+        mount_point: PathBuf,
+        wanted: &'static str,
+        actual: &'static str,
     },
     #[error("image {0:?} gives no command to run and the request has none")]
     NoCommand(String),
@@ -181,6 +194,9 @@ pub struct Service {
     pods: Arc<crate::pod::Service>,
     cgroups: Cgroups,
     driver: Driver,
+    /// The parent of containers of pods with no cgroup parent, removed
+    /// once its last container is.
+    default_parent: crate::runtime::cgroup::CgroupPath,
     snapshots: Snapshotter,
     /// Reservation key (pod id, name, attempt) → the id holding it.
     names: Mutex<HashMap<String, String>>,
@@ -198,8 +214,13 @@ impl Service {
             &config.root.join("snapshots"),
             crate::snapshot::Backend::Auto,
         );
+        let driver = Driver::from(config.effective_cgroup_driver());
+        let default_parent = driver
+            .pod_cgroup(&config.default_cgroup_parent())
+            .map_err(ContainerError::Cgroup)?;
         let service = Service {
-            driver: Driver::from(config.effective_cgroup_driver()),
+            driver,
+            default_parent,
             config,
             store,
             pods,
@@ -232,6 +253,11 @@ impl Service {
             if seen.exit != c.exit {
                 self.store.put(Bucket::Containers, &id, &seen)?;
             }
+        }
+        drop(names);
+        // Left by a daemon that died before removing it.
+        if let Err(e) = self.cgroups.remove_if_unused(&self.default_parent) {
+            tracing::warn!(error = %crate::cri::chain(&e), "cannot remove the unused default cgroup parent");
         }
         Ok(())
     }

@@ -38,6 +38,9 @@ pub struct ImageInfo {
     pub cmd: Vec<String>,
     pub working_dir: String,
     pub stop_signal: String,
+    /// The image as the user wrote it (kubelet's `user_specified_image`).
+    #[serde(default)]
+    pub user_specified: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +60,15 @@ pub struct VolumeMount {
     pub readonly: bool,
     pub recursive_read_only: bool,
     pub propagation: Propagation,
+}
+
+/// A host device the container gets (CRI `devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    /// Some of `r`, `w`, `m`; empty means all.
+    pub permissions: String,
 }
 
 /// LinuxContainerResources in cgroup terms; `None`/0 means unset.
@@ -109,6 +121,8 @@ pub struct ContainerSpec {
     pub working_dir: String,
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<VolumeMount>,
+    #[serde(default)]
+    pub devices: Vec<DeviceRequest>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Relative to the pod's log directory.
@@ -156,6 +170,27 @@ pub(super) fn env(spec: &ContainerSpec, image: &ImageInfo) -> Vec<String> {
         set(k, v);
     }
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The propagation of the container's `/` its volumes need, as kubelet's
+/// runtimes set it: a bidirectional volume is bound while `/` is rshared
+/// (so the bind joins the host mount's peer group and mounts made inside
+/// reach the host); a host-to-container one needs at least rslave. `None`
+/// leaves the engine's default, rslave, which rprivate volumes override.
+pub(super) fn rootfs_propagation(mounts: &[VolumeMount]) -> Option<&'static str> {
+    if mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Bidirectional)
+    {
+        Some("rshared")
+    } else if mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::HostToContainer)
+    {
+        Some("rslave")
+    } else {
+        None
+    }
 }
 
 fn bind(dest: &str, source: &Path, options: &[&str]) -> Result<Mount, ContainerError> {
@@ -220,8 +255,14 @@ pub(super) fn build(
             Propagation::Bidirectional => "rshared",
         });
         options.push(if m.readonly { "ro" } else { "rw" });
+        if m.recursive_read_only {
+            options.push("rro");
+        }
         mounts.retain(|x| x.destination() != Path::new(&m.container_path));
-        mounts.push(bind(&m.container_path, &m.host_path, &options)?);
+        // A symlinked host path is resolved on the host, now: the link
+        // cannot be swapped for another target between create and start.
+        let source = std::fs::canonicalize(&m.host_path).unwrap_or_else(|_| m.host_path.clone());
+        mounts.push(bind(&m.container_path, &source, &options)?);
     }
 
     let ns = |typ, path: Option<PathBuf>| {
@@ -251,10 +292,19 @@ pub(super) fn build(
         crate::pod::PidMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
         crate::pod::PidMode::Node => {}
     }
-    let linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .build()
-        .map_err(ContainerError::Spec)?;
+    let mut linux = LinuxBuilder::default().namespaces(namespaces);
+    let devices = spec
+        .devices
+        .iter()
+        .map(|d| super::devices::resolve(d).map(|d| d.node))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !devices.is_empty() {
+        linux = linux.devices(devices);
+    }
+    if let Some(prop) = rootfs_propagation(&spec.mounts) {
+        linux = linux.rootfs_propagation(prop);
+    }
+    let linux = linux.build().map_err(ContainerError::Spec)?;
 
     let mut root = Root::default();
     root.set_path(rootfs.to_path_buf());
@@ -292,6 +342,7 @@ mod tests {
             working_dir: String::new(),
             envs: vec![("B".into(), "req".into()), ("C".into(), "new".into())],
             mounts: vec![],
+            devices: vec![],
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             log_path: "c.log".into(),

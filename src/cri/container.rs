@@ -7,7 +7,8 @@ use k8s_cri::v1 as cri;
 
 use super::{Error, Services};
 use crate::container::{
-    Container, ContainerResources, ContainerSpec, Filter, Metadata, Propagation, State, VolumeMount,
+    Container, ContainerResources, ContainerSpec, DeviceRequest, Filter, Metadata, Propagation,
+    State, VolumeMount,
 };
 
 fn invalid(field: &'static str, message: impl Into<String>) -> Error {
@@ -38,8 +39,14 @@ pub(super) async fn create(
         .map(|i| i.image.clone())
         .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid("config.image", "is missing"))?;
+    let user_specified = config
+        .image
+        .as_ref()
+        .map(|i| i.user_specified_image.clone())
+        .unwrap_or_default();
     let spec = container_spec(config)?;
-    let (image, record) = super::container_image::resolve(s, &reference)?;
+    let (mut image, record) = super::container_image::resolve(s, &reference)?;
+    image.user_specified = user_specified;
     let id = s
         .containers
         .create(&req.pod_sandbox_id, spec, image)
@@ -81,6 +88,20 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
             propagation,
         });
     }
+    let mut devices = Vec::new();
+    for d in c.devices {
+        if d.host_path.is_empty() || d.container_path.is_empty() {
+            return Err(invalid(
+                "devices",
+                "host_path and container_path are required",
+            ));
+        }
+        devices.push(DeviceRequest {
+            container_path: d.container_path,
+            host_path: d.host_path.into(),
+            permissions: d.permissions,
+        });
+    }
     let linux = c.linux.unwrap_or_default();
     let security = super::security::translate(linux.security_context.as_ref())?;
     Ok(ContainerSpec {
@@ -94,6 +115,7 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
         working_dir: c.working_dir,
         envs: c.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
         mounts,
+        devices,
         labels: c.labels.into_iter().collect(),
         annotations: c.annotations.into_iter().collect(),
         log_path: c.log_path,
@@ -212,9 +234,11 @@ fn to_hash(map: &BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The image as the request named it (kubelet shows it back).
 fn image_spec(c: &Container) -> cri::ImageSpec {
     cri::ImageSpec {
         image: c.image.reference.clone(),
+        user_specified_image: c.image.user_specified.clone(),
         ..Default::default()
     }
 }
@@ -225,6 +249,7 @@ pub(super) fn status(
 ) -> Result<cri::ContainerStatusResponse, Error> {
     need_id(&req.container_id)?;
     let c = s.containers.get(&req.container_id)?;
+    let images = s.images.list()?;
     let exit = c.exit.as_ref();
     let mounts = c
         .spec
@@ -265,7 +290,7 @@ pub(super) fn status(
             finished_at: exit.map_or(0, |e| e.finished_at_ns),
             exit_code: exit.map_or(0, |e| e.exit_code),
             image: Some(image_spec(&c)),
-            image_ref: c.image.id.clone(),
+            image_ref: super::container_image::image_ref(&images, &c.image),
             image_id: c.image.id.clone(),
             reason: c.reason().to_string(),
             message: String::new(),
@@ -311,6 +336,7 @@ pub(super) fn list(
             labels: f.label_selector.into_iter().collect(),
         },
     };
+    let images = s.images.list()?;
     let containers = s
         .containers
         .list(&filter)?
@@ -320,7 +346,7 @@ pub(super) fn list(
             pod_sandbox_id: c.pod_id.clone(),
             metadata: Some(metadata(c)),
             image: Some(image_spec(c)),
-            image_ref: c.image.id.clone(),
+            image_ref: super::container_image::image_ref(&images, &c.image),
             image_id: c.image.id.clone(),
             state: cri_state(c.state()).into(),
             created_at: c.created_at,

@@ -25,8 +25,27 @@ pub(super) fn resolve(
         cmd: c.cmd.clone().unwrap_or_default(),
         working_dir: c.working_dir.clone(),
         stop_signal: c.stop_signal.clone(),
+        user_specified: String::new(),
     };
     Ok((info, image))
+}
+
+/// ContainerStatus' `image_ref`: the image's repo digest
+/// (`registry/repo@sha256:...`), the one of the repository the request
+/// named when it has several, as kubelet expects of containerd and CRI-O;
+/// the image ID when no digest is known (a removed image, a local one).
+pub(super) fn image_ref(images: &[crate::image::Image], info: &ImageInfo) -> String {
+    let Some(image) = images.iter().find(|i| i.id == info.id) else {
+        return info.id.clone();
+    };
+    let named = crate::image::Reference::parse(&info.reference)
+        .ok()
+        .map(|r| format!("{}@", r.name()));
+    named
+        .and_then(|prefix| image.repo_digests.iter().find(|d| d.starts_with(&prefix)))
+        .or(image.repo_digests.first())
+        .cloned()
+        .unwrap_or_else(|| info.id.clone())
 }
 
 /// Drops the lease of container `id` (removed): its layers may go with

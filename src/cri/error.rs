@@ -120,6 +120,7 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::PodNotReady(_) | ContainerError::WrongState { .. } => {
             Code::FailedPrecondition
         }
+        ContainerError::HostPropagation { .. } => Code::FailedPrecondition,
         ContainerError::Timeout(_) => Code::DeadlineExceeded,
         ContainerError::Pod(e) => pod_code(e),
         ContainerError::Cgroup(e) => match e.fault() {

@@ -51,7 +51,7 @@ pub(super) fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Statu
             .map(|name| cri::RuntimeHandler {
                 name,
                 features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    recursive_read_only_mounts: crate::runtime::sys::mount_setattr_supported(),
                     user_namespaces: false,
                 }),
             })

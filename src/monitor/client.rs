@@ -294,6 +294,59 @@ pub fn reopen_log(state_dir: &Path) -> Result<(), MonitorError> {
     expect_ok(state_dir, response)
 }
 
+/// Opens an attach session: the returned connection carries
+/// [`attach_frame`](super::attach_frame)s, output from the monitor until
+/// its `EXIT` frame, stdin (when `stdin`), stdin end and resizes to it.
+/// `None` when the container has exited (or its monitor is gone).
+pub fn attach(state_dir: &Path, stdin: bool) -> Result<Option<UnixStream>, MonitorError> {
+    let err = |source| MonitorError::Control {
+        dir: state_dir.to_path_buf(),
+        source,
+    };
+    let mut stream = match connect(state_dir) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let mut line =
+        serde_json::to_vec(&Request::Attach { stdin }).map_err(|e| err(io::Error::other(e)))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(err)?;
+    // Frames may follow the answer at once: read the line byte by byte, so
+    // that none of them is taken here.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(err)?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) => return Ok(None),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if reply.len() < 4096 => reply.push(byte[0]),
+            Ok(_) => return Err(MonitorError::Unexpected("attach")),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(err(e)),
+        }
+    }
+    stream.set_read_timeout(None).map_err(err)?;
+    match serde_json::from_slice::<Response>(&reply) {
+        Ok(Response::Ok) => Ok(Some(stream)),
+        Ok(Response::Exited(_)) => Ok(None),
+        Ok(Response::Error(message)) => Err(MonitorError::Refused(message)),
+        Ok(_) => Err(MonitorError::Unexpected("attach")),
+        Err(e) => Err(err(io::Error::new(io::ErrorKind::InvalidData, e))),
+    }
+}
+
 /// The recorded exit, if the container has exited.
 pub fn read_exit(state_dir: &Path) -> Result<Option<ExitStatus>, MonitorError> {
     exit::read(&Paths::exit(state_dir)).map_err(|source| MonitorError::ReadExit {

@@ -4,7 +4,9 @@
 //! It detaches (fork, `setsid`) so it is reparented away from the daemon,
 //! becomes a child subreaper, forks the container init (see
 //! [`crate::runtime::spawn`]), holds its stdio, writes the CRI log, and on
-//! exit records [`ExitStatus`] in `exit.json`. It is single-threaded and
+//! exit records [`ExitStatus`] in `exit.json`. Attach sessions (see
+//! `attach.rs`) get the live output and feed the stdin, never holding the
+//! container or its log up. It is single-threaded and
 //! has no async runtime; it waits on a signalfd and its sockets with
 //! `poll`, never on a timer.
 //!
@@ -15,7 +17,7 @@
 //! | `config.json` | caller | the OCI runtime spec of the container |
 //! | `monitor.json` | caller | [`MonitorConfig`] |
 //! | `monitor.pid`, `init.pid` | monitor | pids, in the daemon's PID namespace |
-//! | `ctl.sock` | monitor | control socket (start, kill, wait, state, reopen log) |
+//! | `ctl.sock` | monitor | control socket (start, kill, wait, state, reopen log, attach) |
 //! | `exit.json` | monitor | [`ExitStatus`], atomically, once |
 //! | `monitor.log` | monitor | the monitor's own errors |
 //!
@@ -26,6 +28,7 @@
 //!               └──────────────kill─────────────────────┘
 //! ```
 
+mod attach;
 mod client;
 mod exit;
 mod log;
@@ -37,10 +40,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use client::{
-    Launched, MonitorError, kill, launch, read_exit, reopen_log, start, state, wait, wait_timeout,
+    Launched, MonitorError, attach, kill, launch, read_exit, reopen_log, start, state, wait,
+    wait_timeout,
 };
 pub use exit::ExitStatus;
-pub use protocol::MonitorState;
+pub use protocol::{MonitorState, frame as attach_frame};
 pub use run::main;
 
 /// What the monitor needs besides the OCI spec.

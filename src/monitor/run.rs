@@ -18,6 +18,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, dup2_stderr, dup2_stdout, pipe2, read, setsid};
 use oci_spec::runtime::Spec;
 
+use super::attach::Attach;
 use super::exit::{self, ExitStatus, OomCounter};
 use super::log::{CriLog, MAX_LINE, Stream};
 use super::protocol::{MonitorState, Report, Request, Response};
@@ -98,8 +99,10 @@ fn cloexec(fd: &OwnedFd) -> nix::Result<()> {
 struct Stdio {
     init: InitStdio,
     outputs: Vec<(Stream, OwnedFd)>,
-    /// Kept for attach.
+    /// Kept for attach: the stdin pipe's write end, or the pty master.
     stdin: Option<OwnedFd>,
+    /// The pty master, for attach's resizes.
+    pty: Option<OwnedFd>,
 }
 
 fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<Stdio> {
@@ -107,11 +110,14 @@ fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<Stdio> {
         let pty = nix::pty::openpty(None, None)?;
         cloexec(&pty.master)?;
         cloexec(&pty.slave)?;
-        let writer = pty.master.try_clone().map_err(|_| Errno::EMFILE)?;
+        let dup = || pty.master.try_clone().map_err(|_| Errno::EMFILE);
+        let stdin = if want_stdin { Some(dup()?) } else { None };
+        let resizer = dup()?;
         return Ok(Stdio {
             init: InitStdio::Tty(pty.slave),
             outputs: vec![(Stream::Stdout, pty.master)],
-            stdin: want_stdin.then_some(writer),
+            stdin,
+            pty: Some(resizer),
         });
     }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -137,6 +143,7 @@ fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<Stdio> {
         },
         outputs: vec![(Stream::Stdout, out_r), (Stream::Stderr, err_r)],
         stdin: stdin_w,
+        pty: None,
     })
 }
 
@@ -146,7 +153,7 @@ struct Monitor {
     started: bool,
     log: CriLog,
     outputs: Vec<(Stream, OwnedFd)>,
-    _stdin: Option<OwnedFd>,
+    attach: Attach,
     waiters: Vec<UnixStream>,
     /// Accepted connections whose request line has not fully arrived; read
     /// from the poll loop so a slow client never stalls the log.
@@ -201,6 +208,10 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
         clone_into: clone_into.as_ref().map(|fd| fd.as_fd()),
         dirs: &config.cgroup_dirs,
     };
+    let attach = match Attach::new(io.stdin, io.pty, config.stdin_once) {
+        Ok(attach) => attach,
+        Err(e) => return fail("setting up attach", e),
+    };
     let created = match spawn::create(spec, join, io.init) {
         Ok(created) => created,
         Err(e) => {
@@ -231,7 +242,7 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
         started: false,
         log,
         outputs: io.outputs,
-        _stdin: io.stdin,
+        attach,
         waiters: Vec::new(),
         pending: Vec::new(),
         oom,
@@ -244,6 +255,7 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
     for mut waiter in monitor.waiters.drain(..) {
         respond(&mut waiter, &Response::Exited(status));
     }
+    monitor.attach.finish();
     // Late callers still queued on the socket get the answer too.
     let _ = listener.set_nonblocking(true);
     while let Ok((mut stream, _)) = listener.accept() {
@@ -281,7 +293,7 @@ impl Monitor {
     fn serve(&mut self, sigfd: &SignalFd, listener: &UnixListener) -> ExitStatus {
         let mut buf = [0u8; 8192];
         loop {
-            let (sig_ready, conn_ready, ready_outputs, ready_pending) = {
+            let (sig_ready, conn_ready, ready_outputs, ready_pending, ready_attach) = {
                 let mut fds = vec![
                     PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -292,6 +304,8 @@ impl Monitor {
                 for (stream, _) in &self.pending {
                     fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
                 }
+                let attach_at = fds.len();
+                self.attach.poll_fds(&mut fds);
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => eprintln!("yonggi monitor: poll: {e}"),
@@ -299,9 +313,15 @@ impl Monitor {
                 let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
                 let n = self.outputs.len();
                 let outputs: Vec<bool> = fds[2..2 + n].iter().map(ready).collect();
-                let pending: Vec<bool> = fds[2 + n..].iter().map(ready).collect();
-                (ready(&fds[0]), ready(&fds[1]), outputs, pending)
+                let pending: Vec<bool> = fds[2 + n..attach_at].iter().map(ready).collect();
+                let attach: Vec<PollFlags> = fds[attach_at..]
+                    .iter()
+                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                    .collect();
+                (ready(&fds[0]), ready(&fds[1]), outputs, pending, attach)
             };
+            // First: its poll results are for the sessions as they were.
+            self.attach.ready(&ready_attach);
             for (i, ready) in ready_outputs.iter().enumerate().rev() {
                 if *ready && !self.pump(i, &mut buf) {
                     let (stream, _) = self.outputs.remove(i);
@@ -344,7 +364,7 @@ impl Monitor {
                     let (stream, line) = self.pending.remove(i);
                     let request = serde_json::from_slice::<Request>(&line[..end]).ok();
                     if stream.set_nonblocking(false).is_ok() {
-                        self.handle(stream, request);
+                        self.handle(stream, request, &line[end + 1..]);
                     }
                 } else if line.len() > 4096 {
                     self.pending.remove(i);
@@ -363,9 +383,11 @@ impl Monitor {
         match read(fd.as_fd(), buf) {
             Ok(0) => false,
             Ok(n) => {
-                if let Err(e) = self.log.write(*stream, &buf[..n]) {
+                let stream = *stream;
+                if let Err(e) = self.log.write(stream, &buf[..n]) {
                     eprintln!("yonggi monitor: writing the log: {e}");
                 }
+                self.attach.output(stream, &buf[..n]);
                 true
             }
             Err(Errno::EINTR | Errno::EAGAIN) => true,
@@ -432,7 +454,8 @@ impl Monitor {
         })
     }
 
-    fn handle(&mut self, mut stream: UnixStream, request: Option<Request>) {
+    /// Answers a request; `early` is what the client sent past its line.
+    fn handle(&mut self, mut stream: UnixStream, request: Option<Request>, early: &[u8]) {
         let Some(request) = request else {
             respond(&mut stream, &Response::Error("bad request".to_string()));
             return;
@@ -440,6 +463,11 @@ impl Monitor {
         let response = match request {
             Request::Wait => {
                 self.waiters.push(stream);
+                return;
+            }
+            Request::Attach { stdin } => {
+                respond(&mut stream, &Response::Ok);
+                self.attach.add(stream, stdin, early);
                 return;
             }
             Request::Start => match self.created.take() {

@@ -153,6 +153,31 @@ pub fn mount_set_read_only(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<()
     Ok(())
 }
 
+/// Whether the kernel has `mount_setattr(2)`, which recursive read-only
+/// mounts need: asked of an invalid descriptor, a kernel that has it says
+/// EBADF, an older one ENOSYS.
+pub fn mount_setattr_supported() -> bool {
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: as in `mount_set_read_only`; fd -1 makes the call fail before
+    // it touches any mount.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+}
+
 /// Makes the terminal `fd` the controlling terminal of this session.
 pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer argument, no pointer.

@@ -24,6 +24,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub(crate) use overlay::unescape_octal as unescape_mount_point;
 pub use usage::Usage;
 
 #[derive(Debug, thiserror::Error)]

@@ -181,7 +181,7 @@ pub(crate) fn mount_points(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(unescape_octal)
 }
 
-fn unescape_octal(field: &str) -> String {
+pub(crate) fn unescape_octal(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

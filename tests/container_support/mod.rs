@@ -24,13 +24,18 @@ pub struct Env {
 }
 
 pub async fn env() -> Env {
+    env_with("").await
+}
+
+/// [`env`] with `extra` appended to the daemon's config.
+pub async fn env_with(extra: &str) -> Env {
     let net = TestNetwork::new();
     let registry = Registry::start();
     let busybox = catalog::find(Set::All, names::BUSYBOX, "latest")
         .expect("catalog")
         .expect("busybox image");
     registry.push(&[busybox]).await;
-    let daemon = pod_daemon(&net, "");
+    let daemon = pod_daemon(&net, extra);
     let image = registry.reference(names::BUSYBOX, "latest");
     let mut images = daemon.images().await;
     images
@@ -247,4 +252,33 @@ pub fn find_dir(root: &Path, name: &str, depth: u32) -> bool {
 
 pub fn ctr_info(st: &cri::ContainerStatusResponse) -> serde_json::Value {
     serde_json::from_str(st.info.get("info").expect("verbose info")).expect("json")
+}
+
+/// The directory of cgroup controller `controller` of process `pid` as the
+/// host sees it: a v1 hierarchy naming it, else the unified one.
+pub fn cgroup_dir(pid: i64, controller: &str) -> Option<(PathBuf, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if ctrls.split(',').any(|c| c == controller) {
+            return Some((Path::new("/sys/fs/cgroup").join(ctrls).join(rel), true));
+        }
+        if ctrls.is_empty() {
+            let root = if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+                Path::new("/sys/fs/cgroup/unified")
+            } else {
+                Path::new("/sys/fs/cgroup")
+            };
+            unified = Some(root.join(rel));
+        }
+    }
+    let dir = unified?;
+    let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).ok()?;
+    offered
+        .split_whitespace()
+        .any(|c| c == controller)
+        .then_some((dir, false))
 }

@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::hierarchy::{Controller, Location};
-use super::{Cgroup, CgroupError, Cgroups};
+use super::{Cgroup, CgroupError, CgroupPath, Cgroups};
 
 /// How often emptiness is re-checked while waiting for killed processes.
 const POLL: Duration = Duration::from_millis(2);
@@ -181,6 +181,28 @@ impl Cgroups {
                         source,
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the directories of `path` in every hierarchy if nothing
+    /// lives in them any more (a shared parent such as the default one of
+    /// pods without a cgroup parent); one still in use stays, quietly. A
+    /// concurrent create below it walks down again (see `create`).
+    pub fn remove_if_unused(&self, path: &CgroupPath) -> Result<(), CgroupError> {
+        for mount in self.inner.layout.mounts() {
+            let dir = mount.join(path.relative());
+            if dir == mount {
+                continue;
+            }
+            match self.inner.fs.rmdir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        || e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+                Err(source) => return Err(CgroupError::Remove { path: dir, source }),
             }
         }
         Ok(())

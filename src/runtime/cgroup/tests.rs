@@ -681,3 +681,20 @@ fn cgroup_records_round_trip_through_json() {
     assert!(serde_json::from_str::<Cgroup>(r#"{"path":"/a/../b"}"#).is_err());
     assert!(Path::new(back.path().as_str()).is_absolute());
 }
+
+#[test]
+fn a_shared_parent_goes_with_its_last_child_only() {
+    let (d, _fake, cg) = host("hybrid");
+    let parent = path("/yonggi-default");
+    let a = cg.create(&path("/yonggi-default/a")).expect("a");
+    let b = cg.create(&path("/yonggi-default/b")).expect("b");
+    cg.delete(&a).expect("delete a");
+    cg.remove_if_unused(&parent).expect("in use");
+    assert!(d.path().join("memory/yonggi-default/b").is_dir());
+    cg.delete(&b).expect("delete b");
+    cg.remove_if_unused(&parent).expect("unused");
+    for m in ["memory", "cpuset", "unified"] {
+        assert!(!d.path().join(m).join("yonggi-default").exists(), "{m}");
+    }
+    cg.remove_if_unused(&parent).expect("again");
+}
