@@ -162,6 +162,30 @@ async fn namespaces_mounts_and_cpu_resources() {
         .expect("linux resources");
     assert_eq!((res.cpu_shares, res.cpu_quota), (256, 20_000));
 
+    // A create the kernel refuses late (a CPU this host lacks, written to
+    // the new cgroup after the rootfs exists) leaves nothing and frees the
+    // name.
+    let snapshots = |e: &Env| {
+        std::fs::read_dir(e.daemon.dir.path().join("root/snapshots/snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = snapshots(&e);
+    assert!(before >= 2, "the running containers have rootfs dirs");
+    let mut late = e.container("late", &["sleep", "600"], &[]);
+    late.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpuset_cpus: "1023".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    e.create(&pod, late).await.expect_err("no CPU 1023 here");
+    assert_eq!(snapshots(&e), before, "the refused create left a rootfs");
+    let late = e.container("late", &["true"], &[]);
+    let late = e.create(&pod, late).await.expect("the name is free again");
+    e.remove(&late).await;
+
     // `unified` (cgroup v2 keys) applies on a pure v2 host only; elsewhere
     // it is refused and nothing is made.
     let pure_v2 = !std::path::Path::new("/sys/fs/cgroup/unified").exists()
@@ -186,8 +210,156 @@ async fn namespaces_mounts_and_cpu_resources() {
         other => panic!("pure v2 {pure_v2}: {other:?}"),
     }
 
-    stop(&mut e.rt, &pod).await;
-    remove(&mut e.rt, &pod).await;
+    // A pod-level PID namespace: its containers share it, under the pod's
+    // holder as PID 1.
+    let mut shared = config("pidpod");
+    ns_options(&mut shared).pid = cri::NamespaceMode::Pod.into();
+    shared.log_directory = e.logs.path().join("pidpod").display().to_string();
+    shared.linux.as_mut().expect("linux").cgroup_parent =
+        format!("/yonggi-test-{:08x}", rand::random::<u32>());
+    let pidpod = run(&mut e.rt, shared)
+        .await
+        .expect("pod with a PID namespace");
+    let mut ids = Vec::new();
+    for name in ["p1", "p2"] {
+        let id = e
+            .create(&pidpod, e.container(name, &["sleep", "600"], &[]))
+            .await
+            .expect("create");
+        e.start(&id).await;
+        ids.push(id);
+    }
+    let p1 = sh(&mut e, &ids[0], "readlink /proc/self/ns/pid; ps -o args").await;
+    let p2 = sh(&mut e, &ids[1], "readlink /proc/self/ns/pid").await;
+    assert_eq!(p1.lines().next(), Some(p2.as_str()));
+    assert_ne!(p2, la[4], "a pod namespace of its own");
+    assert_eq!(
+        p1.lines().filter(|l| l.starts_with("sleep 600")).count(),
+        2,
+        "each container sees the other: {p1}"
+    );
+    assert!(
+        !sh(&mut e, &ids[0], "cat /proc/1/cmdline | tr '\\0' ' '")
+            .await
+            .starts_with("sleep"),
+        "PID 1 is the pod's holder"
+    );
+
+    for p in [&pod, &pidpod] {
+        stop(&mut e.rt, p).await;
+        remove(&mut e.rt, p).await;
+    }
     e.assert_gone(&a, &[pid]);
     e.assert_gone(&b, &[]);
+    for id in &ids {
+        e.assert_gone(id, &[]);
+    }
+}
+
+/// Kubernetes' merge rules against an image with an entrypoint, env, a
+/// working dir and a STOPSIGNAL, through the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_entrypoint_cmd_env_workdir_and_stop_signal() {
+    use yonggi::testimages::layer::Compression;
+    use yonggi::testimages::rootfs::busybox_layer;
+    use yonggi::testimages::{Artifact, ImageBuilder, ImageConfig, TestImage};
+
+    let mut e = env().await;
+    let _leftovers = Leftovers::of(&e.daemon);
+    let config = ImageConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo from-image-cmd".into()],
+        env: vec![
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "FROM_IMAGE=img".into(),
+            "OVERRIDE=img".into(),
+        ],
+        working_dir: "/etc".into(),
+        stop_signal: Some("SIGUSR1".into()),
+        ..ImageConfig::default()
+    };
+    let image = ImageBuilder::new(config)
+        .layer(busybox_layer(Compression::Gzip).expect("layer"), "busybox")
+        .build()
+        .expect("image");
+    let repository = "yonggi-test/entrypoint";
+    e._registry
+        .push(&[TestImage {
+            repository: repository.into(),
+            tags: vec!["latest".into()],
+            artifact: Artifact::Image(image),
+        }])
+        .await;
+    let reference = e._registry.reference(repository, "latest");
+    e.daemon
+        .images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let pod = e.pod("merge").await;
+    let with_image = |e: &Env, name: &str, command: &[&str], args: &[&str]| {
+        let mut c = e.container(name, command, args);
+        c.image.as_mut().expect("image").image = reference.clone();
+        c
+    };
+
+    let cases: [(&str, &[&str], &[&str], &str); 5] = [
+        ("image", &[], &[], "from-image-cmd"),
+        ("args", &[], &["echo args-replace-cmd"], "args-replace-cmd"),
+        ("command", &["echo", "command-only"], &[], "command-only"),
+        ("both", &["sh", "-c"], &["echo both"], "both"),
+        (
+            "env",
+            &[],
+            &["echo $FROM_IMAGE $OVERRIDE $(pwd)"],
+            "img req /etc",
+        ),
+    ];
+    for (name, command, args, want) in cases {
+        let mut c = with_image(&e, name, command, args);
+        c.envs = vec![cri::KeyValue {
+            key: "OVERRIDE".into(),
+            value: "req".into(),
+        }];
+        let (st, lines) = e.run_to_end(&pod, c).await;
+        assert_eq!(st.exit_code, 0, "{name}");
+        let text: Vec<String> = lines.into_iter().map(|l| l.content).collect();
+        assert_eq!(text, vec![want.to_string()], "{name}");
+    }
+
+    // StopContainer sends the image's STOPSIGNAL first.
+    let c = with_image(
+        &e,
+        "stopsignal",
+        &[],
+        &["trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.1; done"],
+    );
+    let id = e.create(&pod, c).await.expect("create");
+    e.start(&id).await;
+    let log = e.log_file("merge", "stopsignal");
+    support::engine::wait_for(&log, "ready");
+    let t = std::time::Instant::now();
+    e.stop(&id, 20).await;
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "waited for SIGKILL"
+    );
+    let st = e.status(&id).await.status.expect("status");
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .expect("log")
+            .contains("got-usr1")
+    );
+    e.remove(&id).await;
+
+    stop(&mut e.rt, &pod).await;
+    remove(&mut e.rt, &pod).await;
 }

@@ -232,3 +232,76 @@ fn bad_requests_change_nothing() {
     snaps.remove("s1").expect("remove");
     assert!(!mounted_under(dir.path()));
 }
+
+/// A snapshot for a user namespace: overlay with idmapped lower layers,
+/// and the copy chowned, show the same tree with the image's root files
+/// owned by the namespace's root, and a setuid bit survives the chown.
+#[test]
+fn idmapped_snapshots_shift_ownership_in_both_backends() {
+    use yonggi::runtime::namespace::{NsKind, ns_file, release_all};
+    use yonggi::runtime::userns::{IdMap, UsernsRequest, create};
+    use yonggi::snapshot::{IdRange, Idmap};
+    require_root();
+    let dir = tempdir();
+    let layers = layers(dir.path());
+    fs::set_permissions(
+        layers[0].join("a/kept"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .expect("setuid bit");
+    std::os::unix::fs::lchown(layers[1].join("c/replaced"), Some(1000), Some(1001)).expect("chown");
+    let base = 300_000;
+    let ns = dir.path().join("ns");
+    fs::create_dir(&ns).expect("ns dir");
+    let map = IdMap {
+        container_id: 0,
+        host_id: base,
+        size: 65536,
+    };
+    create(&UsernsRequest {
+        dir: ns.clone(),
+        uid: map,
+        gid: map,
+        kinds: vec![],
+    })
+    .expect("user namespace");
+    let range = IdRange {
+        container_id: 0,
+        host_id: base,
+        size: 65536,
+    };
+    let idmap = Idmap {
+        userns: ns_file(&ns, NsKind::User),
+        uid: range,
+        gid: range,
+    };
+    let mut trees = Vec::new();
+    for (backend, kind) in [
+        (Backend::Overlay, Kind::Overlay),
+        (Backend::Copy, Kind::Copy),
+    ] {
+        let snaps = Snapshotter::new(&dir.path().join(format!("{backend:?}")), backend);
+        let snap = snaps
+            .prepare_idmapped("c1", &layers, &idmap)
+            .expect("prepare");
+        assert_eq!(snap.kind, kind);
+        for path in ["", "a", "a/kept", "link"] {
+            let meta = fs::symlink_metadata(snap.rootfs.join(path)).expect("stat");
+            assert_eq!((meta.uid(), meta.gid()), (base, base), "{backend:?} {path}");
+        }
+        let other = fs::metadata(snap.rootfs.join("c/replaced")).expect("stat");
+        assert_eq!((other.uid(), other.gid()), (base + 1000, base + 1001));
+        let kept = fs::metadata(snap.rootfs.join("a/kept")).expect("stat");
+        assert_eq!(kept.mode() & 0o7777, 0o4755, "{backend:?}");
+        fs::write(snap.rootfs.join("new"), "x").expect("write as host root");
+        trees.push(tree(&snap.rootfs));
+        snaps.remove("c1").expect("remove");
+    }
+    assert_eq!(trees[0], trees[1]);
+    // The layers themselves are untouched.
+    assert_eq!(
+        fs::metadata(layers[0].join("a/kept")).expect("stat").uid(),
+        0
+    );
+    release_all(&ns).expect("release");
+}

@@ -51,6 +51,21 @@ fn log_file(directory: &str, path: &str) -> Result<Option<PathBuf>, ContainerErr
     Ok(Some(Path::new(directory).join(rel)))
 }
 
+/// In a pod with a user namespace the rootfs is shifted to the pod's ids.
+fn snapshot_idmap(pod: &crate::pod::Sandbox) -> Option<crate::snapshot::Idmap> {
+    let (userns, m) = (pod.userns_path()?, pod.spec.userns.as_ref()?);
+    let range = |m: crate::security::userns::IdMapping| crate::snapshot::IdRange {
+        container_id: m.container_id,
+        host_id: m.host_id,
+        size: m.length,
+    };
+    Some(crate::snapshot::Idmap {
+        userns,
+        uid: range(m.uid),
+        gid: range(m.gid),
+    })
+}
+
 impl Service {
     pub async fn create(
         &self,
@@ -61,6 +76,17 @@ impl Service {
         let pod = self.pods.get(pod_id)?;
         if !pod.is_ready() {
             return Err(ContainerError::PodNotReady(pod.id));
+        }
+        for d in &spec.devices {
+            super::devices::resolve(d)?;
+        }
+        if let Some(userns) = &spec.userns
+            && !userns.matches(pod.spec.userns.as_ref())
+        {
+            return Err(invalid(
+                "userns_options",
+                "the container's user namespace must be its pod's (same mode and mappings)",
+            ));
         }
         for m in &spec.mounts {
             if !Path::new(&m.container_path).is_absolute() {
@@ -94,9 +120,6 @@ impl Service {
                     source,
                 })?;
             super::volumes::check_host_propagation(m, &resolved)?;
-        }
-        for d in &spec.devices {
-            super::devices::resolve(d)?;
         }
         let log_path = log_file(&pod.spec.log_directory, &spec.log_path)?;
         spec::argv(&spec, &image)?;
@@ -167,10 +190,14 @@ impl Service {
         }
         let snapshots = self.snapshots.clone();
         let (id, layers) = (c.id.clone(), c.image.layer_dirs.clone());
-        let snap = tokio::task::spawn_blocking(move || snapshots.prepare(&id, &layers, false))
-            .await
-            .map_err(ContainerError::Task)?
-            .map_err(ContainerError::Snapshot)?;
+        let idmap = snapshot_idmap(pod);
+        let snap = tokio::task::spawn_blocking(move || match idmap {
+            None => snapshots.prepare(&id, &layers, false),
+            Some(idmap) => snapshots.prepare_idmapped(&id, &layers, &idmap),
+        })
+        .await
+        .map_err(ContainerError::Task)?
+        .map_err(ContainerError::Snapshot)?;
         let oci = spec::build(&c.spec, &c.image, pod, &snap.rootfs)?;
         if let Some(user) = oci.process().as_ref().map(|p| p.user()) {
             c.uid = user.uid();

@@ -134,6 +134,10 @@ pub struct ContainerSpec {
     /// Identity and confinement (see `confine.rs`).
     #[serde(default)]
     pub security: SecurityContext,
+    /// The container's `userns_options`, when it sent any: checked
+    /// against the pod's (the container always joins the pod's).
+    #[serde(default)]
+    pub userns: Option<crate::security::userns::ContainerUserns>,
 }
 
 /// The process to run: command line, env and cwd after the merge rules.
@@ -203,6 +207,39 @@ fn bind(dest: &str, source: &Path, options: &[&str]) -> Result<Mount, ContainerE
         .map_err(ContainerError::Spec)
 }
 
+/// The pod's user namespace, when it has one: joined by path, with its
+/// mappings (which the runtime checks against the namespace it joins and
+/// uses to give the container's `/dev` to its root).
+fn user_namespace(
+    pod: &Sandbox,
+    namespaces: &mut Vec<oci_spec::runtime::LinuxNamespace>,
+    linux: LinuxBuilder,
+) -> Result<LinuxBuilder, ContainerError> {
+    let (Some(path), Some(m)) = (pod.userns_path(), pod.spec.userns.as_ref()) else {
+        return Ok(linux);
+    };
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .path(path)
+            .build()
+            .map_err(ContainerError::Spec)?,
+    );
+    Ok(linux
+        .uid_mappings(m.oci_uid_mappings())
+        .gid_mappings(m.oci_gid_mappings()))
+}
+
+/// In a pod with a user namespace, a volume is bound idmapped through it:
+/// what is root's on disk is the container root's, and what it writes is
+/// stored with the ids it sees (as kubelet expects of its volumes).
+/// (The OCI `idmap`/`ridmap` option: the container's own mappings.)
+fn idmap_volume(pod: &Sandbox, options: &mut Vec<&str>) {
+    if pod.spec.userns.is_some() {
+        options.push("ridmap");
+    }
+}
+
 /// The OCI spec of the container: the request merged over the image, in the
 /// pod's namespaces.
 pub(super) fn build(
@@ -262,6 +299,7 @@ pub(super) fn build(
         // A symlinked host path is resolved on the host, now: the link
         // cannot be swapped for another target between create and start.
         let source = std::fs::canonicalize(&m.host_path).unwrap_or_else(|_| m.host_path.clone());
+        idmap_volume(pod, &mut options);
         mounts.push(bind(&m.container_path, &source, &options)?);
     }
 
@@ -292,7 +330,8 @@ pub(super) fn build(
         crate::pod::PidMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
         crate::pod::PidMode::Node => {}
     }
-    let mut linux = LinuxBuilder::default().namespaces(namespaces);
+    let mut linux = user_namespace(pod, &mut namespaces, LinuxBuilder::default())?;
+    linux = linux.namespaces(namespaces);
     let devices = spec
         .devices
         .iter()
@@ -351,6 +390,7 @@ mod tests {
             tty: false,
             resources: ContainerResources::default(),
             security: SecurityContext::default(),
+            userns: None,
         }
     }
 

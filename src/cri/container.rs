@@ -124,7 +124,46 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
         tty: c.tty,
         resources: linux.resources.map(resources).unwrap_or_default(),
         security,
+        userns: container_userns(
+            linux
+                .security_context
+                .as_ref()
+                .and_then(|sc| sc.namespace_options.as_ref()),
+        )?,
     })
+}
+
+/// The container's `userns_options` as asked (checked against its pod's
+/// by the container service); absent: none asked.
+fn container_userns(
+    opts: Option<&cri::NamespaceOption>,
+) -> Result<Option<crate::security::userns::ContainerUserns>, Error> {
+    use crate::security::userns::{ContainerUserns, IdMapping, UsernsMode, UsernsRequest};
+    let Some(u) = opts.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(None);
+    };
+    let mode = match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Pod) => UsernsMode::Pod,
+        Ok(cri::NamespaceMode::Container) => UsernsMode::Container,
+        Ok(cri::NamespaceMode::Node) => UsernsMode::Node,
+        Ok(cri::NamespaceMode::Target) => UsernsMode::Target,
+        Err(_) => return Err(invalid("userns_options.mode", u.mode.to_string())),
+    };
+    let convert = |list: &[cri::IdMapping]| -> Vec<IdMapping> {
+        list.iter()
+            .map(|m| IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    let (uids, gids) = (convert(&u.uids), convert(&u.gids));
+    Ok(Some(ContainerUserns::from_request(&UsernsRequest {
+        mode,
+        uids: &uids,
+        gids: &gids,
+    })?))
 }
 
 fn positive<T: TryFrom<i64>>(v: i64) -> Option<T> {

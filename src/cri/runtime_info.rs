@@ -52,7 +52,7 @@ pub(super) fn status(s: &Services, req: cri::StatusRequest) -> Result<cri::Statu
                 name,
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: crate::runtime::sys::mount_setattr_supported(),
-                    user_namespaces: false,
+                    user_namespaces: crate::runtime::userns::supported(),
                 }),
             })
             .collect(),

@@ -86,7 +86,10 @@ pub(super) fn status(
             network: Some(network),
             linux: Some(cri::LinuxPodSandboxStatus {
                 namespaces: Some(cri::Namespace {
-                    options: Some(namespace_options(pod.spec.namespaces)),
+                    options: Some(namespace_options(
+                        pod.spec.namespaces,
+                        pod.spec.userns.as_ref(),
+                    )),
                 }),
             }),
             labels: to_hash(&pod.spec.labels),
@@ -156,7 +159,17 @@ fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<Po
     }
     let linux = config.linux.unwrap_or_default();
     let security = linux.security_context.unwrap_or_default();
-    let namespaces = namespace_modes(security.namespace_options.unwrap_or_default())?;
+    let namespace_options = security.namespace_options.unwrap_or_default();
+    let userns = pod_userns(namespace_options.userns_options.as_ref())?;
+    let namespaces = namespace_modes(namespace_options)?;
+    if userns.is_some()
+        && (namespaces.host_network || namespaces.host_ipc || namespaces.pid == PidMode::Node)
+    {
+        return Err(invalid(
+            "namespace_options.userns_options",
+            "a pod in a user namespace cannot share the node's network, IPC or PID namespace",
+        ));
+    }
     let port_mappings = config
         .port_mappings
         .iter()
@@ -184,7 +197,46 @@ fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<Po
         sysctls: linux.sysctls.into_iter().collect(),
         runtime_handler,
         privileged: security.privileged,
+        userns,
     })
+}
+
+/// The pod's user namespace: mode NODE (or none) is none; POD takes the
+/// one uid and one gid mapping kubelet allocated; the rest is refused.
+fn pod_userns(
+    opts: Option<&cri::UserNamespace>,
+) -> Result<Option<crate::security::userns::Mappings>, Error> {
+    use crate::security::userns::{IdMapping, UsernsMode, UsernsRequest, mappings};
+    let Some(opts) = opts else {
+        return Ok(None);
+    };
+    let mode = match cri::NamespaceMode::try_from(opts.mode) {
+        Ok(cri::NamespaceMode::Pod) => UsernsMode::Pod,
+        Ok(cri::NamespaceMode::Container) => UsernsMode::Container,
+        Ok(cri::NamespaceMode::Node) => UsernsMode::Node,
+        Ok(cri::NamespaceMode::Target) => UsernsMode::Target,
+        Err(_) => {
+            return Err(invalid(
+                "namespace_options.userns_options.mode",
+                format!("unknown namespace mode {}", opts.mode),
+            ));
+        }
+    };
+    let convert = |list: &[cri::IdMapping]| -> Vec<IdMapping> {
+        list.iter()
+            .map(|m| IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    let (uids, gids) = (convert(&opts.uids), convert(&opts.gids));
+    Ok(mappings(&UsernsRequest {
+        mode,
+        uids: &uids,
+        gids: &gids,
+    })?)
 }
 
 fn namespace_modes(opts: cri::NamespaceOption) -> Result<NamespaceModes, Error> {
@@ -225,14 +277,6 @@ fn namespace_modes(opts: cri::NamespaceOption) -> Result<NamespaceModes, Error> 
             ));
         }
     };
-    if let Some(userns) = opts.userns_options
-        && mode("namespace_options.userns_options.mode", userns.mode)? != M::Node
-    {
-        return Err(invalid(
-            "namespace_options.userns_options",
-            "user namespaces are not supported by yonggi yet (only mode NODE)",
-        ));
-    }
     Ok(NamespaceModes {
         host_network,
         host_ipc,
@@ -281,7 +325,10 @@ fn port_mapping(p: &cri::PortMapping) -> Result<PortMapping, Error> {
     })
 }
 
-fn namespace_options(modes: NamespaceModes) -> cri::NamespaceOption {
+fn namespace_options(
+    modes: NamespaceModes,
+    userns: Option<&crate::security::userns::Mappings>,
+) -> cri::NamespaceOption {
     use cri::NamespaceMode as M;
     let pod_or_node = |host: bool| if host { M::Node } else { M::Pod };
     cri::NamespaceOption {
@@ -294,7 +341,18 @@ fn namespace_options(modes: NamespaceModes) -> cri::NamespaceOption {
         }
         .into(),
         target_id: String::new(),
-        userns_options: None,
+        userns_options: userns.map(|m| {
+            let mapping = |m: crate::security::userns::IdMapping| cri::IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.length,
+            };
+            cri::UserNamespace {
+                mode: M::Pod.into(),
+                uids: vec![mapping(m.uid)],
+                gids: vec![mapping(m.gid)],
+            }
+        }),
     }
 }
 
@@ -346,7 +404,7 @@ mod tests {
             namespace_modes(options(M::Node.into(), M::Pod.into(), M::Pod.into())).expect("valid");
         assert!(modes.host_network && !modes.host_ipc);
         assert_eq!(modes.pid, PidMode::Pod);
-        let back = namespace_options(modes);
+        let back = namespace_options(modes, None);
         assert_eq!(back.network(), M::Node);
         assert_eq!(back.pid(), M::Pod);
         assert_eq!(back.ipc(), M::Pod);
@@ -363,16 +421,54 @@ mod tests {
             options(M::Target.into(), 0, 0),
             options(0, M::Target.into(), 0),
             options(0, 0, 42),
-            cri::NamespaceOption {
-                userns_options: Some(cri::UserNamespace {
-                    mode: M::Pod.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
         ] {
             let err = namespace_modes(opts.clone()).expect_err("invalid");
             assert!(matches!(err, Error::InvalidArgument { .. }), "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn pod_user_namespaces_are_checked() {
+        use cri::NamespaceMode as M;
+        let range = |host_id, container_id| cri::IdMapping {
+            host_id,
+            container_id,
+            length: 65536,
+        };
+        let userns =
+            |mode: M, uids: Vec<cri::IdMapping>, gids: Vec<cri::IdMapping>| cri::UserNamespace {
+                mode: mode.into(),
+                uids,
+                gids,
+            };
+        assert_eq!(pod_userns(None).expect("none"), None);
+        let node = userns(M::Node, vec![], vec![]);
+        assert_eq!(pod_userns(Some(&node)).expect("node"), None);
+        let pod = userns(M::Pod, vec![range(100_000, 0)], vec![range(100_000, 0)]);
+        let m = pod_userns(Some(&pod)).expect("pod").expect("mappings");
+        assert_eq!((m.uid.host_id, m.gid.length), (100_000, 65536));
+        let back = namespace_options(
+            namespace_modes(cri::NamespaceOption::default()).expect("modes"),
+            Some(&m),
+        );
+        assert_eq!(back.userns_options, Some(pod));
+        for bad in [
+            userns(M::Pod, vec![], vec![range(100_000, 0)]),
+            userns(
+                M::Pod,
+                vec![range(100_000, 0), range(200_000, 65536)],
+                vec![range(100_000, 0)],
+            ),
+            userns(M::Pod, vec![range(100_000, 1)], vec![range(100_000, 1)]),
+            userns(M::Container, vec![range(1, 0)], vec![range(1, 0)]),
+            userns(M::Target, vec![], vec![]),
+        ] {
+            let err = pod_userns(Some(&bad)).expect_err("invalid");
+            assert_eq!(
+                tonic::Status::from(err).code(),
+                tonic::Code::InvalidArgument,
+                "{bad:?}"
+            );
         }
     }
 

@@ -14,12 +14,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::files;
 use super::sandbox::{cgroup_file, holder_pid_file, ns_dir, own_namespaces};
-use super::spec::{CheckedSysctl, PidMode, PodSpec, Protocol, check_sysctls};
+use super::spec::{CheckedSysctl, PidMode, PodSpec, Protocol, SysctlNs, check_sysctls};
 use super::{Holder, PodError, PodState, Sandbox, Service};
 use crate::net::PodNetworkRequest;
 use crate::runtime::cgroup::CgroupPath;
 use crate::runtime::namespace::{self, NsKind, NsRequest, Sysctl, ns_file, ns_inode};
+use crate::runtime::userns::{self, IdMap, UsernsRequest};
 use crate::runtime::{mount, pid_holder};
+use crate::security::userns::IdMapping;
 use crate::state::Bucket;
 
 /// Size of a pod's `/dev/shm`, as other runtimes default it.
@@ -235,7 +237,7 @@ impl Service {
 
         let kinds = own_namespaces(&spec);
         if !kinds.is_empty() {
-            namespace::create(NsRequest {
+            let request = NsRequest {
                 dir: ns.clone(),
                 hostname: (!spec.namespaces.host_network && !spec.hostname.is_empty())
                     .then(|| spec.hostname.clone()),
@@ -246,9 +248,27 @@ impl Service {
                         name: s.name.clone(),
                         path: s.path.clone(),
                         value: s.value.clone(),
+                        ipc: s.ns == SysctlNs::Ipc,
                     })
                     .collect(),
-            })?;
+            };
+            match &spec.userns {
+                None => namespace::create(request)?,
+                Some(m) => {
+                    let map = |m: IdMapping| IdMap {
+                        container_id: m.container_id,
+                        host_id: m.host_id,
+                        size: m.length,
+                    };
+                    userns::create(&UsernsRequest {
+                        dir: ns.clone(),
+                        uid: map(m.uid),
+                        gid: map(m.gid),
+                        kinds: request.kinds.clone(),
+                    })?;
+                    namespace::configure_existing(request, (m.uid.host_id, m.gid.host_id))?;
+                }
+            }
         }
 
         if let Some(shm) = pod.shm_path() {

@@ -84,6 +84,15 @@ impl Sandbox {
         (!self.spec.namespaces.host_network).then(|| ns_file(&self.ns_dir(), NsKind::Uts))
     }
 
+    /// The pod's user namespace file; `Some` only for a pod with mappings.
+    /// Its network, IPC and UTS namespaces are then owned by it.
+    pub fn userns_path(&self) -> Option<PathBuf> {
+        self.spec
+            .userns
+            .is_some()
+            .then(|| ns_file(&self.ns_dir(), NsKind::User))
+    }
+
     /// The pod's PID namespace file; `Some` only with a pod-level PID namespace.
     pub fn pid_ns_path(&self) -> Option<PathBuf> {
         (self.spec.namespaces.pid == PidMode::Pod).then(|| ns_file(&self.ns_dir(), NsKind::Pid))
@@ -118,6 +127,7 @@ impl Sandbox {
             "ipcNamespace": path(self.ipc_ns_path()),
             "utsNamespace": path(self.uts_ns_path()),
             "pidNamespace": path(self.pid_ns_path()),
+            "userNamespace": path(self.userns_path()),
             "hostname": path(Some(self.hostname_path())),
             "hosts": path(Some(self.hosts_path())),
             "resolvConf": path(Some(self.resolv_conf_path())),

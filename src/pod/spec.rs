@@ -87,6 +87,9 @@ pub struct PodSpec {
     /// "" is the default handler.
     pub runtime_handler: String,
     pub privileged: bool,
+    /// The pod's user namespace mappings; `None`: the node's namespace.
+    #[serde(default)]
+    pub userns: Option<crate::security::userns::Mappings>,
 }
 
 /// Which of the pod's namespaces a sysctl lives in.

@@ -40,7 +40,7 @@ pub(crate) fn mount_cgroup(
             recursive_read_only: flags.contains(MsFlags::MS_RDONLY),
             ..Options::default()
         };
-        return bind(root, Path::new(HOST), dest, &opts);
+        return bind(root, Path::new(HOST), dest, &opts, None);
     }
     let target = mount_target(root, dest, true)?;
     if statfs(HOST)?.filesystem_type() == CGROUP2_SUPER_MAGIC {

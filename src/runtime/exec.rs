@@ -54,14 +54,18 @@ pub struct ExecSpec {
 /// Exit code of the helper when setup failed (the report says why).
 pub const SETUP_FAILED: u8 = 255;
 
-const NAMESPACES: [(&str, CloneFlags); 6] = [
+const NAMESPACES: [(&str, CloneFlags); 7] = [
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
     ("pid", CloneFlags::CLONE_NEWPID),
-    // Last: joining it changes our root and cwd.
+    // Joining it changes our root and cwd.
     ("mnt", CloneFlags::CLONE_NEWNS),
+    // The pod's user namespace, joined by the child last, after rlimits,
+    // as the container's init did: inside it the host's privileges (to
+    // join the others, to raise a hard rlimit) are gone.
+    ("user", CloneFlags::CLONE_NEWUSER),
 ];
 
 /// Entry point of the hidden `exec` mode.
@@ -163,9 +167,13 @@ fn child(
     let result = (|| {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .map_err(|e| SetupError::new("pdeathsig", e))?;
+        let join = |fd, flag, path: &String| {
+            setns(fd, flag).map_err(|e| SetupError::new(format!("joining {path}"), e))
+        };
+        let late = [CloneFlags::CLONE_NEWPID, CloneFlags::CLONE_NEWUSER];
         for (fd, flag, path) in namespaces {
-            if *flag != CloneFlags::CLONE_NEWPID {
-                setns(fd, *flag).map_err(|e| SetupError::new(format!("joining {path}"), e))?;
+            if !late.contains(flag) {
+                join(fd, *flag, path)?;
             }
         }
         setsid().map_err(|e| SetupError::new("setsid", e))?;
@@ -176,6 +184,11 @@ fn child(
                 .map_err(|e| SetupError::new("controlling terminal", e))?;
         }
         process::set_rlimits(proc_)?;
+        for (fd, flag, path) in namespaces {
+            if *flag == CloneFlags::CLONE_NEWUSER {
+                join(fd, *flag, path)?;
+            }
+        }
         let install = |at| {
             seccomp::install_at(filter, at).map_err(|e| SetupError::new("installing seccomp", e))
         };

@@ -4,7 +4,8 @@
 //!
 //! Order: stdio and session → cgroups → namespaces (join, then create) →
 //! hostname → rootfs, mounts, `pivot_root` → sysctls → masked and
-//! read-only paths → rlimits → seccomp (without no_new_privs) → user,
+//! read-only paths → rlimits → the pod's user namespace (opened with the
+//! others, joined only now) → seccomp (without no_new_privs) → user,
 //! capabilities, cwd, no_new_privs → seccomp (with it) → program lookup →
 //! `Created`, wait for `Start` → every fd above 2 close-on-exec → `execve`.
 
@@ -96,13 +97,18 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
             dup2_stderr(tty).map_err(|e| SetupError::new("stderr", e))?;
         }
     }
+    // Whatever the monitor held (its control socket, log, a cgroup
+    // directory for clone3) is of no use here and must not be reachable
+    // through /proc/self/fd by the spec's working dir (CVE-2024-21626).
+    sys::close_fds_from_except(3, init.channel.as_fd())
+        .map_err(|e| SetupError::new("closing inherited descriptors", e))?;
     for dir in init.cgroup_dirs {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, "0")
             .map_err(|e| SetupError::new(format!("joining cgroup {}", dir.display()), e))?;
     }
     let spec = init.spec;
-    let new_uts = namespaces(spec)?;
+    let (new_uts, userns) = namespaces(spec)?;
     let hostname = spec.hostname().as_deref().filter(|h| !h.is_empty());
     if new_uts && let Some(hostname) = hostname {
         sethostname(hostname).map_err(|e| SetupError::new("sethostname", e))?;
@@ -135,7 +141,12 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
         .process()
         .as_ref()
         .ok_or_else(|| SetupError::new("process", "the spec has no process"))?;
+    // Raising a hard rlimit needs the host's CAP_SYS_RESOURCE: before the
+    // user namespace.
     process::set_rlimits(process)?;
+    if let Some((fd, path)) = userns {
+        join_user_namespace(&fd, &path)?;
+    }
     let filter = seccomp::prepare(spec).map_err(|e| SetupError::new("seccomp profile", e))?;
     let install = |at| {
         seccomp::install_at(filter.as_ref(), at)
@@ -147,10 +158,15 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
     process::resolve_exec(process)
 }
 
+/// The pod's user namespace, opened before anything else is joined (the
+/// path is the host's) and joined last.
+type UserNs = Option<(OwnedFd, PathBuf)>;
+
 /// Joins the namespaces the spec names by path and creates the others
 /// (the PID namespace is the monitor's business: it applies to the fork).
-/// Returns whether the UTS namespace is new.
-fn namespaces(spec: &Spec) -> Result<bool, SetupError> {
+/// A user namespace is only opened here: see [`join_user_namespace`].
+/// Returns whether the UTS namespace is new, and the user namespace.
+fn namespaces(spec: &Spec) -> Result<(bool, UserNs), SetupError> {
     let list = spec
         .linux()
         .as_ref()
@@ -161,6 +177,7 @@ fn namespaces(spec: &Spec) -> Result<bool, SetupError> {
     // the host's.
     let mut create = CloneFlags::CLONE_NEWNS;
     let mut new_uts = false;
+    let mut userns = None;
     for ns in &list {
         let flag = match ns.typ() {
             LinuxNamespaceType::Pid => continue,
@@ -174,10 +191,18 @@ fn namespaces(spec: &Spec) -> Result<bool, SetupError> {
                 continue;
             }
             LinuxNamespaceType::User => {
-                return Err(SetupError::new(
-                    "namespaces",
-                    "user namespaces are not supported yet",
-                ));
+                let Some(path) = ns.path() else {
+                    return Err(SetupError::new(
+                        "namespaces",
+                        "a user namespace of its own per container is not supported (the pod's is joined by path)",
+                    ));
+                };
+                let fd =
+                    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+                        SetupError::new(format!("opening namespace {}", path.display()), e)
+                    })?;
+                userns = Some((fd, path.clone()));
+                continue;
             }
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
@@ -204,5 +229,18 @@ fn namespaces(spec: &Spec) -> Result<bool, SetupError> {
             .map_err(|e| SetupError::new(format!("joining namespace {}", path.display()), e))?;
     }
     unshare(create).map_err(|e| SetupError::new("creating namespaces", e))?;
-    Ok(new_uts)
+    Ok((new_uts, userns))
+}
+
+/// Enters the pod's user namespace, after the rootfs is complete: the
+/// mounts, devices and `pivot_root` were made with the host's privileges in
+/// a mount namespace the host's user namespace owns (so the container's
+/// root cannot unmount or remount any of it), and only the process itself
+/// runs with the pod's ids. The network, IPC and UTS namespaces it joined
+/// are owned by this user namespace, so its capabilities apply there.
+/// Joining gives every capability inside it; `drop_privileges` then sets
+/// the user (ids as the container sees them) and the spec's capabilities.
+fn join_user_namespace(fd: &OwnedFd, path: &Path) -> Result<(), SetupError> {
+    setns(fd, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| SetupError::new(format!("joining namespace {}", path.display()), e))
 }

@@ -28,6 +28,7 @@ mod rootfs;
 pub mod seccomp;
 pub mod spawn;
 pub mod sys;
+pub mod userns;
 
 pub use channel::SetupError;
 pub use devices::host as host_devices;

@@ -22,6 +22,9 @@ pub(crate) struct Options {
     pub bind: bool,
     pub recursive: bool,
     pub recursive_read_only: bool,
+    /// `idmap`/`ridmap` (OCI 1.2): a bind idmapped through the
+    /// container's user namespace.
+    pub idmap: bool,
 }
 
 impl Default for Options {
@@ -33,6 +36,7 @@ impl Default for Options {
             bind: false,
             recursive: false,
             recursive_read_only: false,
+            idmap: false,
         }
     }
 }
@@ -72,6 +76,10 @@ pub(crate) fn parse_options(options: &[String]) -> Options {
                 out.recursive_read_only = true;
                 continue;
             }
+            "idmap" | "ridmap" => {
+                out.idmap = true;
+                continue;
+            }
             "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
             | "runbindable" => {
                 out.propagation = propagation(option).unwrap_or(MsFlags::empty());
@@ -104,11 +112,14 @@ pub(crate) fn propagation(name: &str) -> Option<MsFlags> {
     })
 }
 
-/// Makes mount `m` under `root` (a descriptor of the rootfs).
+/// Makes mount `m` under `root` (a descriptor of the rootfs). A bind with
+/// the `idmap` option is idmapped through `userns` (the pod's user
+/// namespace, the one the container joins).
 pub(crate) fn mount_one(
     root: BorrowedFd<'_>,
     m: &Mount,
     new_cgroupns: bool,
+    userns: Option<BorrowedFd<'_>>,
 ) -> Result<(), SetupError> {
     let dest = m.destination();
     let step = format!("mounting {}", dest.display());
@@ -122,7 +133,8 @@ pub(crate) fn mount_one(
             .source()
             .as_deref()
             .ok_or_else(|| SetupError::new(&step, "bind mount without a source"))?;
-        return bind(root, source, dest, &opts).map_err(|e| SetupError::new(step, e));
+        let idmap = userns.filter(|_| opts.idmap);
+        return bind(root, source, dest, &opts, idmap).map_err(|e| SetupError::new(step, e));
     }
     if typ == "cgroup" || typ == "cgroup2" {
         return cgroupfs::mount_cgroup(root, dest, opts.flags, new_cgroupns)
@@ -153,12 +165,16 @@ pub(crate) fn mount_one(
 }
 
 /// A bind of host path `source` (symlinks resolved on the host) onto `dest`
-/// inside the rootfs, then its read-only state and propagation.
+/// inside the rootfs, then its read-only state and propagation. With
+/// `idmap`, the files' owners are shifted through that user namespace (an
+/// owner 0 on disk is the container's root); a filesystem that cannot be
+/// idmapped gets the plain bind, its files as their permissions allow.
 pub(crate) fn bind(
     root: BorrowedFd<'_>,
     source: &Path,
     dest: &Path,
     opts: &Options,
+    idmap: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
     let source = std::fs::canonicalize(source)
         .map_err(|e| std::io::Error::new(e.kind(), format!("source {}: {e}", source.display())))?;
@@ -168,13 +184,23 @@ pub(crate) fn bind(
     if opts.recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(
-        Some(&source),
-        &proc_fd(target.as_fd()),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )?;
+    let idmapped = match idmap {
+        None => false,
+        Some(ns) => match sys::bind_idmapped(&source, ns, opts.recursive, target.as_fd()) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
+            Err(e) => return Err(e),
+        },
+    };
+    if !idmapped {
+        mount(
+            Some(&source),
+            &proc_fd(target.as_fd()),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )?;
+    }
     let top = reopen_mounted(root, dest, target.as_fd())?;
     let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
     if !extra.is_empty() {
@@ -259,8 +285,9 @@ mod tests {
 
     #[test]
     fn later_options_override_earlier_ones() {
-        let o = opts(&["ro", "rw", "rro"]);
+        let o = opts(&["ro", "rw", "rro", "ridmap"]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
-        assert!(o.recursive_read_only);
+        assert!(o.recursive_read_only && o.idmap);
+        assert!(o.data.is_empty());
     }
 }

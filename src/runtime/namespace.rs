@@ -30,10 +30,19 @@ pub enum NsKind {
     Ipc,
     Uts,
     Pid,
+    User,
 }
 
 impl NsKind {
-    pub const ALL: [NsKind; 4] = [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid];
+    /// The user namespace last: the others are owned by it, so they are
+    /// released first.
+    pub const ALL: [NsKind; 5] = [
+        NsKind::Net,
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Pid,
+        NsKind::User,
+    ];
 
     /// The file name under `/proc/<pid>/ns/`, also used for the pod's ns files.
     pub fn name(self) -> &'static str {
@@ -42,6 +51,7 @@ impl NsKind {
             NsKind::Ipc => "ipc",
             NsKind::Uts => "uts",
             NsKind::Pid => "pid",
+            NsKind::User => "user",
         }
     }
 
@@ -51,6 +61,7 @@ impl NsKind {
             NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
             NsKind::Uts => CloneFlags::CLONE_NEWUTS,
             NsKind::Pid => CloneFlags::CLONE_NEWPID,
+            NsKind::User => CloneFlags::CLONE_NEWUSER,
         }
     }
 }
@@ -63,6 +74,9 @@ pub struct Sysctl {
     /// Path relative to `/proc/sys`.
     pub path: PathBuf,
     pub value: String,
+    /// An IPC sysctl: in a namespace owned by a pod user namespace only
+    /// that namespace's root may write it (see [`configure_existing`]).
+    pub ipc: bool,
 }
 
 /// What [`create`] makes.
@@ -81,6 +95,30 @@ pub struct NsRequest {
 pub enum NsError {
     #[error("a pid namespace cannot be held without a process")]
     PidWithoutProcess,
+    #[error("a user namespace cannot be made by a thread")]
+    UserFromThread,
+    #[error("cannot clone the user namespace creator")]
+    CloneUserns(#[source] Errno),
+    #[error("cannot write {path}")]
+    IdMap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot join the {kind} namespace {path}")]
+    Join {
+        kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot switch the namespace thread to the pod's root {uid}:{gid}")]
+    SwitchIds {
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the namespace thread")]
     Thread(#[source] std::io::Error),
     #[error("the namespace thread panicked")]
@@ -147,6 +185,9 @@ pub fn create(req: NsRequest) -> Result<(), NsError> {
     if req.kinds.contains(&NsKind::Pid) {
         return Err(NsError::PidWithoutProcess);
     }
+    if req.kinds.contains(&NsKind::User) {
+        return Err(NsError::UserFromThread);
+    }
     let handle = std::thread::Builder::new()
         .name("yonggi-ns".to_string())
         .spawn(move || in_new_namespaces(&req))
@@ -169,6 +210,52 @@ fn in_new_namespaces(req: &NsRequest) -> Result<(), NsError> {
             .join(","),
         source,
     })?;
+    configure(req, None)?;
+    let mut bound = Vec::new();
+    for kind in &req.kinds {
+        match bind_self(&req.dir, *kind) {
+            Ok(path) => bound.push(path),
+            Err(e) => {
+                for path in bound.iter().rev() {
+                    let _ = release_file(path);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Configures namespaces that already exist in `req.dir` (made by
+/// `userns::create`, owned by a pod user namespace) from a fresh thread
+/// that joins them. The daemon, root of the host's user namespace, holds
+/// every capability in the pod's, so it may join them and set the hostname,
+/// `lo` and net sysctls; an IPC sysctl file though is writable only by the
+/// root of the namespace's owner, so those are written with the thread's
+/// effective ids switched to `ns_root` (host uid, host gid) and back.
+pub fn configure_existing(req: NsRequest, ns_root: (u32, u32)) -> Result<(), NsError> {
+    let handle = std::thread::Builder::new()
+        .name("yonggi-ns".to_string())
+        .spawn(move || {
+            for kind in &req.kinds {
+                let path = ns_file(&req.dir, *kind);
+                let joined = File::open(&path).and_then(|file| {
+                    nix::sched::setns(file, kind.flag()).map_err(std::io::Error::from)
+                });
+                joined.map_err(|source| NsError::Join {
+                    kind: kind.name(),
+                    path,
+                    source,
+                })?;
+            }
+            configure(&req, Some(ns_root))
+        })
+        .map_err(NsError::Thread)?;
+    handle.join().map_err(|_| NsError::ThreadPanicked)?
+}
+
+/// Hostname, loopback and sysctls of the calling thread's namespaces.
+fn configure(req: &NsRequest, ns_root: Option<(u32, u32)>) -> Result<(), NsError> {
     if req.kinds.contains(&NsKind::Uts)
         && let Some(hostname) = &req.hostname
     {
@@ -181,18 +268,18 @@ fn in_new_namespaces(req: &NsRequest) -> Result<(), NsError> {
         loopback_up().map_err(NsError::Loopback)?;
     }
     for sysctl in &req.sysctls {
-        write_sysctl(sysctl)?;
-    }
-    let mut bound = Vec::new();
-    for kind in &req.kinds {
-        match bind_self(&req.dir, *kind) {
-            Ok(path) => bound.push(path),
-            Err(e) => {
-                for path in bound.iter().rev() {
-                    let _ = release_file(path);
-                }
-                return Err(e);
+        match ns_root {
+            Some((uid, gid)) if sysctl.ipc => {
+                let switch = |uid, gid| {
+                    crate::runtime::sys::set_thread_effective_ids(uid, gid)
+                        .map_err(|source| NsError::SwitchIds { uid, gid, source })
+                };
+                switch(uid, gid)?;
+                let written = write_sysctl(sysctl);
+                switch(0, 0)?;
+                written?;
             }
+            _ => write_sysctl(sysctl)?,
         }
     }
     Ok(())
@@ -376,6 +463,7 @@ mod tests {
                 name: "kernel.shm_rmid_forced".to_string(),
                 path: PathBuf::from("kernel/shm_rmid_forced"),
                 value: pod_rmid.to_string(),
+                ipc: true,
             }],
         })
         .expect("create namespaces");
@@ -435,6 +523,7 @@ mod tests {
                 name: "net.ipv4.no_such_thing".to_string(),
                 path: PathBuf::from("net/ipv4/no_such_thing"),
                 value: "1".to_string(),
+                ipc: false,
             }],
         })
         .expect_err("unknown sysctl");

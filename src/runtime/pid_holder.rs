@@ -216,9 +216,26 @@ pub fn is_alive(pid: i32, pidns: u64) -> bool {
     !(state.is_empty() || state.starts_with(['Z', 'X']))
 }
 
+fn close_from(first: u32) -> std::io::Result<()> {
+    // SAFETY: close_range takes integers only; this single-threaded process
+    // has just exec'd and owns nothing at or above `first`.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `yonggi pod-init`: the holder itself. Runs single-threaded, before any
 /// async runtime exists.
 pub fn run(args: &HolderArgs) -> ExitCode {
+    // It lives as long as the pod, PID 1 of the namespace the containers
+    // share: it keeps nothing of the daemon's (descriptors the daemon let
+    // leak without close-on-exec) beyond stdin and its ready pipe.
+    if let Err(e) = close_from(3) {
+        eprintln!("yonggi pod-init: cannot close inherited descriptors: {e}");
+        return ExitCode::FAILURE;
+    }
     // Its own session: signals to the daemon's process group never reach it.
     let _ = nix::unistd::setsid();
     // Do not pin the daemon's working directory.

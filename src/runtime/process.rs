@@ -136,10 +136,33 @@ pub(crate) fn drop_privileges(process: &Process) -> Result<(), SetupError> {
             e,
         )
     })?;
+    cwd_inside_root(process.cwd())?;
     if process.no_new_privileges().unwrap_or(false) {
         nix::sys::prctl::set_no_new_privs().map_err(|e| SetupError::new("no_new_privs", e))?;
     }
     Ok(())
+}
+
+/// The working directory must be inside the container's root. A path like
+/// `/proc/self/fd/N` names whatever descriptor N is at this moment, and
+/// until the exec this process still holds descriptors of its parent (a
+/// cgroup directory, the state dir): a cwd there would be a host directory
+/// the process could climb out of with `..` (runc CVE-2024-21626). The
+/// kernel reports a cwd outside the root as unreachable, which `getcwd`
+/// turns into an error.
+fn cwd_inside_root(asked: &Path) -> Result<(), SetupError> {
+    let what = || format!("the working dir {}", asked.display());
+    match nix::unistd::getcwd() {
+        Ok(cwd) if cwd.is_absolute() => Ok(()),
+        Ok(cwd) => Err(SetupError::new(
+            what(),
+            format!("resolves outside the container's root ({})", cwd.display()),
+        )),
+        Err(e) => Err(SetupError::new(
+            what(),
+            format!("resolves outside the container's root ({e})"),
+        )),
+    }
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString, SetupError> {

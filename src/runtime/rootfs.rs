@@ -68,8 +68,13 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
         Mode::empty(),
     )
     .map_err(step("opening the rootfs"))?;
+    let ids = PodIds::of(spec);
+    // Opened by the host's root, before anything is joined.
+    let userns = user_namespace_fd(spec)?;
     let mut dev_is_bind = false;
     for m in spec.mounts().as_deref().unwrap_or_default() {
+        let owned = ids.map(|ids| ids.mount(m));
+        let m = owned.as_ref().unwrap_or(m);
         if m.destination() == Path::new("/dev") {
             dev_is_bind = m.typ().as_deref() == Some("bind")
                 || m.options()
@@ -77,7 +82,12 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
                     .flatten()
                     .any(|o| o == "bind" || o == "rbind");
         }
-        mount_one(root.as_fd(), m, new_cgroupns)?;
+        mount_one(
+            root.as_fd(),
+            m,
+            new_cgroupns,
+            userns.as_ref().map(|fd| fd.as_fd()),
+        )?;
     }
     if !dev_is_bind {
         let mut nodes = devices::defaults();
@@ -85,6 +95,12 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
             .and_then(|l| l.devices().as_deref())
             .unwrap_or_default();
         nodes.extend(spec_devices.iter().filter_map(devices::from_spec));
+        if let Some(ids) = ids {
+            for node in &mut nodes {
+                node.uid = ids.uid(node.uid);
+                node.gid = ids.gid(node.gid);
+            }
+        }
         for node in &nodes {
             devices::create(root.as_fd(), node)?;
         }
@@ -92,6 +108,95 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
     }
     drop(root);
     enter(rootfs)
+}
+
+/// The host ids of a container in a user namespace (the spec's first uid
+/// and gid mapping). The rootfs is built from the host's user namespace,
+/// so what it creates for the container — the `/dev` tmpfs, its device
+/// nodes, `devpts` — is given to these ids, or the container's root would
+/// see them owned by `nobody`.
+#[derive(Clone, Copy)]
+struct PodIds {
+    uid: (u32, u32, u32),
+    gid: (u32, u32, u32),
+}
+
+impl PodIds {
+    fn of(spec: &Spec) -> Option<PodIds> {
+        let linux = spec.linux().as_ref()?;
+        let first = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+            m.as_ref()?
+                .first()
+                .map(|m| (m.container_id(), m.host_id(), m.size()))
+        };
+        Some(PodIds {
+            uid: first(linux.uid_mappings())?,
+            gid: first(linux.gid_mappings())?,
+        })
+    }
+
+    fn map((container, host, size): (u32, u32, u32), id: u32) -> u32 {
+        match id.checked_sub(container) {
+            Some(offset) if offset < size => host.saturating_add(offset),
+            // Outside the range: the overflow id, as the kernel shows it.
+            _ => 65534,
+        }
+    }
+
+    fn uid(&self, id: u32) -> u32 {
+        PodIds::map(self.uid, id)
+    }
+
+    fn gid(&self, id: u32) -> u32 {
+        PodIds::map(self.gid, id)
+    }
+
+    /// A tmpfs owned by the container's root, a devpts whose `gid=` is the
+    /// container's; other mounts as they are.
+    fn mount(&self, m: &oci_spec::runtime::Mount) -> oci_spec::runtime::Mount {
+        let mut m = m.clone();
+        let typ = m.typ().clone().unwrap_or_default();
+        let mut options = m.options().clone().unwrap_or_default();
+        match typ.as_str() {
+            "tmpfs" => {
+                if !options.iter().any(|o| o.starts_with("uid=")) {
+                    options.push(format!("uid={}", self.uid(0)));
+                }
+                if !options.iter().any(|o| o.starts_with("gid=")) {
+                    options.push(format!("gid={}", self.gid(0)));
+                }
+            }
+            "devpts" => {
+                for o in &mut options {
+                    if let Some(gid) = o.strip_prefix("gid=").and_then(|g| g.parse().ok()) {
+                        *o = format!("gid={}", self.gid(gid));
+                    }
+                }
+            }
+            _ => return m,
+        }
+        m.set_options(Some(options));
+        m
+    }
+}
+
+/// The user namespace the spec joins, for idmapped binds.
+fn user_namespace_fd(spec: &Spec) -> Result<Option<OwnedFd>, SetupError> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|list| {
+            list.iter()
+                .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        })
+        .and_then(|n| n.path().clone());
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map(Some)
+        .map_err(|e| SetupError::new(format!("opening namespace {}", path.display()), e))
 }
 
 fn enter(rootfs: &Path) -> Result<(), SetupError> {

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -288,6 +288,153 @@ pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
             value.as_ptr().cast(),
             value.len(),
             0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// A detached copy of the mount at `path` (with every mount below it when
+/// `recursive`) whose ownership is shifted by the id mappings of the user
+/// namespace `userns` (`open_tree(2)` with `OPEN_TREE_CLONE`, then
+/// `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`; kernel 5.12+ and a
+/// filesystem that supports idmapped mounts). The copy is attached
+/// nowhere: it lives as long as the descriptor and whatever (an overlay's
+/// lower layer) holds it. An error of kind `Unsupported`: no idmapped
+/// mounts here (old kernel, or a filesystem without them).
+pub fn open_tree_idmapped(
+    path: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+) -> io::Result<OwnedFd> {
+    let unsupported = |e: io::Error, codes: &[i32]| {
+        if e.raw_os_error().is_some_and(|c| codes.contains(&c)) {
+            io::Error::new(io::ErrorKind::Unsupported, e)
+        } else {
+            e
+        }
+    };
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: the path is NUL-terminated and outlives the call; the flags
+    // ask for a new detached mount, returned as a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(unsupported(io::Error::last_os_error(), &[libc::ENOSYS]));
+    }
+    let raw = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: open_tree just returned this descriptor, owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(raw) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: u64::try_from(userns.as_raw_fd()).map_err(io::Error::other)?,
+    };
+    let mut at = libc::AT_EMPTY_PATH;
+    if recursive {
+        at |= AT_RECURSIVE;
+    }
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` lives
+    // across the call and its size is passed with it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        let codes = [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOSYS];
+        return Err(unsupported(io::Error::last_os_error(), &codes));
+    }
+    Ok(tree)
+}
+
+/// Sets the effective uid and gid of the calling *thread* only (the raw
+/// system calls; the libc wrappers change every thread of the process).
+/// Going to a non-zero uid sets the gid first (the uid change drops the
+/// capability to change it); going back to uid 0 sets the uid first.
+pub fn set_thread_effective_ids(uid: u32, gid: u32) -> io::Result<()> {
+    let keep = u32::MAX;
+    let set_uid = || {
+        // SAFETY: setresuid takes integers only; -1 keeps an id unchanged.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, keep, uid, keep) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let set_gid = || {
+        // SAFETY: as for setresuid.
+        let rc = unsafe { libc::syscall(libc::SYS_setresgid, keep, gid, keep) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if uid == 0 {
+        set_uid()?;
+        set_gid()
+    } else {
+        set_gid()?;
+        set_uid()
+    }
+}
+
+/// Closes every descriptor from `first` up except `keep`. Only for a
+/// process about to exec or exit, whose other descriptors no Rust value
+/// still owns (their owners never run their destructors).
+pub fn close_fds_from_except(first: u32, keep: BorrowedFd<'_>) -> io::Result<()> {
+    let keep = u32::try_from(keep.as_raw_fd()).map_err(io::Error::other)?;
+    let ranges = [(first, keep.saturating_sub(1)), (keep + 1, u32::MAX)];
+    for (from, to) in ranges {
+        if from > to || (from == keep) {
+            continue;
+        }
+        // SAFETY: close_range takes integers only; the caller guarantees
+        // nothing owned in this process uses the descriptors it closes.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// [`open_tree_idmapped`] attached onto the directory `target` refers to
+/// (`move_mount(2)`, both ends by descriptor).
+pub fn bind_idmapped(
+    path: &Path,
+    userns: BorrowedFd<'_>,
+    recursive: bool,
+    target: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let tree = open_tree_idmapped(path, userns, recursive)?;
+    // SAFETY: both paths are the empty NUL-terminated string: the source
+    // is the detached tree and the target the directory, by descriptor.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if rc < 0 {

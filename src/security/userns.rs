@@ -39,7 +39,7 @@ pub struct UsernsRequest<'a> {
 }
 
 /// Validated mappings of a pod's user namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mappings {
     pub uid: IdMapping,
     pub gid: IdMapping,
@@ -62,6 +62,37 @@ impl Mappings {
 
     pub fn host_gid(&self, container_gid: u32) -> Option<u32> {
         map(self.gid, container_gid)
+    }
+}
+
+/// What a container's own `userns_options` ask for: it always runs in its
+/// pod's user namespace (or the node's), so a request must agree with the
+/// pod's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ContainerUserns {
+    /// Mode NODE: no user namespace.
+    Node,
+    /// Mode POD with these mappings.
+    Pod(Mappings),
+}
+
+impl ContainerUserns {
+    /// The choice a request makes (CONTAINER, TARGET and invalid sets are
+    /// errors, as for a pod).
+    pub fn from_request(req: &UsernsRequest<'_>) -> Result<ContainerUserns, Error> {
+        Ok(match mappings(req)? {
+            None => ContainerUserns::Node,
+            Some(m) => ContainerUserns::Pod(m),
+        })
+    }
+
+    /// Whether this choice is the pod's (`None`: the node's namespace).
+    pub fn matches(&self, pod: Option<&Mappings>) -> bool {
+        match (self, pod) {
+            (ContainerUserns::Node, None) => true,
+            (ContainerUserns::Pod(m), Some(p)) => m == p,
+            _ => false,
+        }
     }
 }
 

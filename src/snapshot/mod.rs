@@ -16,6 +16,7 @@
 //! The mount lives in the mount namespace of the caller (the daemon's);
 //! the container's init bind-mounts `rootfs/` into its own namespace.
 
+mod chown;
 mod copy;
 mod overlay;
 mod usage;
@@ -65,6 +66,12 @@ pub enum SnapshotError {
     },
     #[error("overlay options for {layers} layers exceed the kernel's page-size limit")]
     TooManyLayers { layers: usize },
+    #[error("cannot make an idmapped mount of {path}")]
+    Idmap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
@@ -110,6 +117,38 @@ pub enum Backend {
     Auto,
     Overlay,
     Copy,
+}
+
+/// One id range of a user namespace: `size` ids from `container_id`
+/// inside are `host_id` and up on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+impl IdRange {
+    /// The host id of `id` inside; outside the range the overflow id.
+    pub fn host(&self, id: u32) -> u32 {
+        match id.checked_sub(self.container_id) {
+            Some(offset) if offset < self.size => self.host_id.saturating_add(offset),
+            _ => 65534,
+        }
+    }
+}
+
+/// The user namespace whose root owns a snapshot: its lower layers are
+/// mounted idmapped through it (the layers on disk stay as unpacked,
+/// shared with every other container), its upper dir belongs to its root;
+/// where idmapped mounts are refused, the layers are copied and the copy
+/// chowned.
+#[derive(Debug, Clone)]
+pub struct Idmap {
+    /// A file of the user namespace (`/proc/<pid>/ns/user` or a bind of it).
+    pub userns: PathBuf,
+    pub uid: IdRange,
+    pub gid: IdRange,
 }
 
 /// A prepared rootfs.
@@ -161,6 +200,27 @@ impl Snapshotter {
         layers: &[PathBuf],
         read_only: bool,
     ) -> Result<Snapshot, SnapshotError> {
+        self.prepare_with(id, layers, read_only, None)
+    }
+
+    /// [`prepare`](Self::prepare) for a container in a user namespace:
+    /// writable, its files owned as `idmap` shifts them.
+    pub fn prepare_idmapped(
+        &self,
+        id: &str,
+        layers: &[PathBuf],
+        idmap: &Idmap,
+    ) -> Result<Snapshot, SnapshotError> {
+        self.prepare_with(id, layers, false, Some(idmap))
+    }
+
+    fn prepare_with(
+        &self,
+        id: &str,
+        layers: &[PathBuf],
+        read_only: bool,
+        idmap: Option<&Idmap>,
+    ) -> Result<Snapshot, SnapshotError> {
         let dir = self.path(id)?;
         if layers.is_empty() {
             return Err(SnapshotError::NoLayers);
@@ -190,7 +250,10 @@ impl Snapshotter {
             }
             Err(e) => return Err(io_err("creating", &dir)(e)),
         }
-        let made = self.make(&dir, layers, read_only);
+        let made = match idmap {
+            None => self.make(&dir, layers, read_only),
+            Some(idmap) => self.make_idmapped(&dir, layers, idmap),
+        };
         match made {
             Ok(kind) => Ok(Snapshot {
                 id: id.to_string(),
@@ -221,6 +284,39 @@ impl Snapshotter {
                     let _ = fs::remove_dir_all(dir.join("upper"));
                     let _ = fs::remove_dir_all(dir.join("work"));
                     copy_into(&rootfs, layers)?
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let kind_path = dir.join("kind");
+        fs::write(&kind_path, kind.as_str()).map_err(io_err("writing", &kind_path))?;
+        Ok(kind)
+    }
+
+    fn make_idmapped(
+        &self,
+        dir: &Path,
+        layers: &[PathBuf],
+        idmap: &Idmap,
+    ) -> Result<Kind, SnapshotError> {
+        let rootfs = dir.join("rootfs");
+        fs::create_dir(&rootfs).map_err(io_err("creating", &rootfs))?;
+        let copy = || -> Result<Kind, SnapshotError> {
+            let kind = copy_into(&rootfs, layers)?;
+            chown::tree(&rootfs, idmap)?;
+            Ok(kind)
+        };
+        let kind = match self.backend {
+            Backend::Copy => copy()?,
+            Backend::Overlay => overlay::mount_idmapped(dir, layers, idmap)?,
+            Backend::Auto => match overlay::mount_idmapped(dir, layers, idmap) {
+                Ok(kind) => kind,
+                Err(e @ (SnapshotError::Idmap { .. } | SnapshotError::Mount { .. })) => {
+                    tracing::warn!(error = %e, "no idmapped overlay here, copying and chowning layers");
+                    let _ = overlay::unmount(&rootfs);
+                    let _ = fs::remove_dir_all(dir.join("upper"));
+                    let _ = fs::remove_dir_all(dir.join("work"));
+                    copy()?
                 }
                 Err(e) => return Err(e),
             },

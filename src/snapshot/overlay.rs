@@ -12,7 +12,7 @@
 //! paths would work too, but the cwd is process-wide in a threaded daemon.)
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, open};
@@ -92,6 +92,64 @@ pub(super) fn mount(
     } else {
         Kind::Overlay
     })
+}
+
+/// A writable overlay whose lower layers are idmapped through `idmap`'s
+/// user namespace (detached `open_tree` clones, named by descriptor; the
+/// overlay keeps them once mounted) and whose upper dir belongs to the
+/// namespace's root, so the container's root owns `/` and the image's
+/// files as the image says, and what it writes lands owned by its host ids.
+pub(super) fn mount_idmapped(
+    dir: &Path,
+    layers: &[PathBuf],
+    idmap: &super::Idmap,
+) -> Result<Kind, SnapshotError> {
+    let rootfs = dir.join("rootfs");
+    let (upper, work) = (dir.join("upper"), dir.join("work"));
+    for d in [&upper, &work] {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("creating", d)(e)),
+        }
+    }
+    std::os::unix::fs::chown(&upper, Some(idmap.uid.host(0)), Some(idmap.gid.host(0)))
+        .map_err(io_err("chowning", &upper))?;
+    let userns = fs::File::open(&idmap.userns).map_err(io_err("opening", &idmap.userns))?;
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let options = build_options(layers, Some((&upper, &work)), |p| {
+        if p == upper.as_path() || p == work.as_path() {
+            return Ok(p.display().to_string());
+        }
+        let tree = crate::runtime::sys::open_tree_idmapped(p, userns.as_fd(), false).map_err(
+            |source| SnapshotError::Idmap {
+                path: p.to_path_buf(),
+                source,
+            },
+        )?;
+        let name = format!("/proc/self/fd/{}", tree.as_raw_fd());
+        held.push(tree);
+        Ok(name)
+    })?;
+    if options.len() > MOUNT_DATA_MAX {
+        return Err(SnapshotError::TooManyLayers {
+            layers: layers.len(),
+        });
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|source| SnapshotError::Mount {
+        path: rootfs.clone(),
+        options: options.clone(),
+        source,
+    })?;
+    drop(held);
+    Ok(Kind::Overlay)
 }
 
 fn build_options(

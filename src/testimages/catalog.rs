@@ -52,6 +52,10 @@ pub mod names {
     /// Whiteouts, an opaque directory and hard links; see [`super::layers_image`]
     /// for the resulting tree.
     pub const LAYERS: &str = "yonggi-test/layers";
+    /// Mount targets that are symlinks out of the rootfs (`escape-root ->
+    /// /`, `escape-up -> ../../../../../../../..`, `escape-tmp ->
+    /// ../../../../../../../../tmp`): a bind onto them must stay inside.
+    pub const SYMLINKED_MOUNTS: &str = "yonggi-test/symlinked-mounts";
     /// [`super::Set::Bench`] only: ~100 MB of incompressible data in 5
     /// layers on top of busybox.
     pub const BIG: &str = "yonggi-test/big";
@@ -247,7 +251,28 @@ fn all_images() -> Result<Vec<TestImage>, Error> {
         artifact: Artifact::Index(multiarch_index(ManifestFormat::Docker)?),
     });
     out.push(test_image(LAYERS, &["latest"], layers_image()?));
+    out.push(test_image(
+        SYMLINKED_MOUNTS,
+        &["latest"],
+        symlinked_mounts_image()?,
+    ));
     Ok(out)
+}
+
+/// busybox plus the symlinks of [`names::SYMLINKED_MOUNTS`].
+pub fn symlinked_mounts_image() -> Result<Image, Error> {
+    let mut layer = LayerBuilder::new();
+    layer
+        .symlink("escape-root", "/")
+        .symlink("escape-up", "../../../../../../../..")
+        .symlink("escape-tmp", "../../../../../../../../tmp");
+    busybox_image(
+        ImageConfig::default(),
+        vec![(
+            layer.build(Compression::Gzip)?,
+            "yonggi-testimages: symlinks out of the rootfs",
+        )],
+    )
 }
 
 /// busybox plus an empty file `/<name>`, like critest's test-image-*.

@@ -177,9 +177,104 @@ impl Leftovers {
     }
 }
 
+/// Processes of the daemon rooted at `dir` that outlive it (container
+/// monitors) and everything below them, with the test cgroups they are
+/// in: killed and removed, so a failed test leaks none of them.
+fn kill_monitors_of(dir: &str) {
+    let mut parent_of = HashMap::new();
+    let mut monitors = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.insert(pid, ppid);
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let daemon_child = cmdline.contains("\0monitor\0") || cmdline.contains("pod-init");
+        if daemon_child && cmdline.contains(dir) {
+            monitors.push(pid);
+        }
+    }
+    let below = |pid: i32| {
+        let mut p = pid;
+        while let Some(&up) = parent_of.get(&p) {
+            if monitors.contains(&up) {
+                return true;
+            }
+            if up <= 1 {
+                return false;
+            }
+            p = up;
+        }
+        false
+    };
+    let doomed: Vec<i32> = parent_of
+        .keys()
+        .copied()
+        .filter(|&pid| monitors.contains(&pid) || below(pid))
+        .collect();
+    let mut cgroups = Vec::new();
+    for pid in &doomed {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(path) = line.splitn(3, ':').nth(2)
+                && path.contains("/yonggi-test-")
+                && !cgroups.iter().any(|c| c == path)
+            {
+                cgroups.push(path.trim_start_matches('/').to_string());
+            }
+        }
+    }
+    for pid in &doomed {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while doomed.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
+        .collect();
+    for path in &cgroups {
+        let parent = Path::new(path).parent().map(Path::to_path_buf);
+        for h in &hierarchies {
+            let _ = std::fs::remove_dir(h.join(path));
+            // The test's random cgroup parent, with what else the dead
+            // pods left in it (their sandbox cgroups).
+            if let Some(parent) = &parent
+                && parent.to_string_lossy().starts_with("yonggi-test-")
+            {
+                for sub in std::fs::read_dir(h.join(parent))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if sub.path().is_dir() {
+                        let _ = std::fs::remove_dir(sub.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(h.join(parent));
+            }
+        }
+    }
+}
+
 impl Drop for Leftovers {
     fn drop(&mut self) {
         let dir = self.0.display().to_string();
+        kill_monitors_of(&dir);
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
