@@ -3,7 +3,8 @@
 //! `security/` (identity, capabilities, masked and read-only paths, MAC
 //! checks) or `runtime::seccomp`; this file only puts their answers in the
 //! spec fields the runtime applies, plus what privileged changes beyond
-//! them (host devices, writable `/sys`, no device cgroup rules).
+//! them (host devices, writable `/sys`; the device cgroup rules it goes
+//! without are `devices.rs`'s).
 //!
 //! [`check`] runs before anything is created (nothing to roll back on a
 //! bad request); [`apply`] runs once the rootfs exists, since the user's

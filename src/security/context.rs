@@ -111,6 +111,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn empty_path_lists_mean_unmasked_only_in_a_user_namespace() {
+        let plain = SecurityContext::default();
+        assert!(!plain.proc_unmasked());
+        assert!(plain.proc_paths().expect("paths").masked.len() > 1);
+        let userns = SecurityContext {
+            userns_mode: UsernsMode::Pod,
+            ..Default::default()
+        };
+        assert!(userns.proc_unmasked());
+        assert_eq!(userns.proc_paths().expect("paths"), ProcPaths::default());
+        // kubelet's procMount: Default sends its list: still masked.
+        let listed = SecurityContext {
+            masked_paths: vec!["/proc/kcore".into()],
+            ..userns
+        };
+        assert!(!listed.proc_unmasked());
+        assert!(listed.proc_paths().expect("paths").readonly.len() > 1);
+    }
+
+    #[test]
     fn validate_catches_each_kind_of_mistake() {
         SecurityContext::default().validate().expect("default");
         let bad = [

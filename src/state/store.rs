@@ -22,6 +22,11 @@
 //!
 //! A change that old code could not read bumps [`SCHEMA_VERSION`] and adds a
 //! migration to [`migrate`], with a test that opens a store of the old version.
+//!
+//! Versions: 1, the first; 2, a container's `spec` keeps its identity and
+//! privilege fields (`run_as_user`, `run_as_username`, `run_as_group`,
+//! `supplemental_groups`, `privileged`, `readonly_rootfs`) inside
+//! `spec.security`, the whole security context.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +34,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema";
@@ -170,7 +175,7 @@ impl Store {
                         found: v,
                     });
                 }
-                Some(v) => migrate(v)?,
+                Some(v) => migrate(&txn, v)?,
                 None => {}
             }
             let version = SCHEMA_VERSION.to_string();
@@ -305,9 +310,56 @@ fn decode<T: DeserializeOwned>(bucket: Bucket, key: &str, raw: &[u8]) -> Result<
 }
 
 /// Upgrades a store written with schema `from` to [`SCHEMA_VERSION`], inside
-/// the open transaction. Version 1 is the first; nothing to migrate yet.
-fn migrate(from: u64) -> Result<(), StoreError> {
+/// the open transaction.
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     debug_assert!(from <= SCHEMA_VERSION);
+    if from < 2 {
+        container_security_v2(txn)?;
+    }
+    Ok(())
+}
+
+/// The container fields that version 2 moved into `spec.security`.
+const V2_SECURITY_FIELDS: [&str; 6] = [
+    "run_as_user",
+    "run_as_username",
+    "run_as_group",
+    "supplemental_groups",
+    "privileged",
+    "readonly_rootfs",
+];
+
+/// 1 → 2: moves each container's identity and privilege fields into
+/// `spec.security` (worked on as JSON: the types of version 1 are gone).
+fn container_security_v2(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let bucket = Bucket::Containers;
+    let mut table = txn.open_table(bucket.table())?;
+    let mut moved = Vec::new();
+    for entry in table.iter()? {
+        let (key, raw) = entry?;
+        let key = key.value().to_string();
+        let mut doc: serde_json::Value = decode(bucket, &key, raw.value())?;
+        let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut()) else {
+            continue;
+        };
+        if spec.contains_key("security") {
+            continue;
+        }
+        let security: serde_json::Map<String, serde_json::Value> = V2_SECURITY_FIELDS
+            .iter()
+            .filter_map(|f| spec.remove(*f).map(|v| (f.to_string(), v)))
+            .collect();
+        spec.insert("security".into(), serde_json::Value::Object(security));
+        moved.push((key, doc));
+    }
+    for (key, doc) in moved {
+        let raw = serde_json::to_vec(&doc).map_err(|source| StoreError::Codec {
+            bucket: bucket.name(),
+            key: key.clone(),
+            source,
+        })?;
+        table.insert(key.as_str(), raw.as_slice())?;
+    }
     Ok(())
 }
 
@@ -374,6 +426,44 @@ mod tests {
         assert!(result.is_err());
         let pods: Vec<(String, u32)> = store.list(Bucket::Pods).expect("list");
         assert!(pods.is_empty());
+    }
+
+    #[test]
+    fn version_1_containers_get_their_security_context() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(dir.path().join("metadata.redb")).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert(SCHEMA_KEY, b"1".as_slice()).expect("insert");
+                let mut containers = txn.open_table(Bucket::Containers.table()).expect("t");
+                let old = serde_json::json!({"id": "c1", "spec": {
+                    "image": "busybox", "run_as_user": 1000, "run_as_username": "",
+                    "run_as_group": 100, "supplemental_groups": [5],
+                    "privileged": true, "readonly_rootfs": false}});
+                let raw = serde_json::to_vec(&old).expect("json");
+                containers.insert("c1", raw.as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("open v1");
+        let doc: serde_json::Value = store
+            .get(Bucket::Containers, "c1")
+            .expect("get")
+            .expect("c1");
+        let spec = &doc["spec"];
+        assert_eq!(spec["image"], "busybox");
+        assert!(spec.get("run_as_user").is_none() && spec.get("privileged").is_none());
+        let security: crate::security::SecurityContext =
+            serde_json::from_value(spec["security"].clone()).expect("security context");
+        assert_eq!(security.run_as_user, Some(1000));
+        assert_eq!(security.run_as_group, Some(100));
+        assert_eq!(security.supplemental_groups, vec![5]);
+        assert!(security.privileged && !security.readonly_rootfs);
+        drop(store);
+        // Migrated once: the version is current on the next open.
+        Store::open(dir.path()).expect("reopen");
     }
 
     #[test]
