@@ -62,6 +62,17 @@ async fn command_args_env_logs_and_exit_codes() {
         ]
     );
 
+    // A tty container: one stream, through a pty of its own devpts.
+    let mut c3 = e.container("console", &["sh", "-c", "tty; echo err >&2"], &[]);
+    c3.tty = true;
+    let (st, lines) = e.run_to_end(&pod, c3).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    let lines: Vec<_> = lines
+        .iter()
+        .map(|l| (l.stream.as_str(), l.content.trim_end_matches('\r')))
+        .collect();
+    assert_eq!(lines, [("stdout", "/dev/pts/0"), ("stdout", "err")]);
+
     // Same name and attempt while the first exists: AlreadyExists naming it.
     let id = e.create(&pod, c.clone()).await.expect("create");
     let err = e.create(&pod, c.clone()).await.expect_err("duplicate name");

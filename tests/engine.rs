@@ -255,12 +255,12 @@ fn monitor_memory() {
 }
 
 #[test]
-fn a_terminal_container_writes_through_a_pty() {
+fn a_terminal_container_writes_through_a_pty_of_its_own_devpts() {
     let mut case = Case::new();
     let mut spec = case.spec(&[
         "sh",
         "-c",
-        "test -t 0 && test -t 1 && echo on-a-tty; echo err >&2",
+        "test -t 0 && test -t 1 && echo on-a-tty; tty; echo err >&2",
     ]);
     spec.process_mut()
         .as_mut()
@@ -281,7 +281,11 @@ fn a_terminal_container_writes_through_a_pty() {
         .collect();
     assert_eq!(
         out,
-        vec![("stdout", "F", "on-a-tty"), ("stdout", "F", "err")]
+        vec![
+            ("stdout", "F", "on-a-tty"),
+            ("stdout", "F", "/dev/pts/0"),
+            ("stdout", "F", "err")
+        ]
     );
     case.finish();
 }

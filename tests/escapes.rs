@@ -196,6 +196,21 @@ async fn no_descriptor_leaks_and_no_working_dir_outside() {
     // The init, a process started by ExecSync, and one started by it.
     let (_, init_fds, _) = sh(&mut e, &id, "ls /proc/1/fd").await;
     assert_eq!(init_fds, "0\n1\n2");
+    // A tty container's init holds its console's replica, never the master
+    // (the monitor has that).
+    let mut console = e.container("console", &["sleep", "600"], &[]);
+    console.tty = true;
+    let tty_id = e.create(&pod, console).await.expect("CreateContainer");
+    e.start(&tty_id).await;
+    let (_, tty_fds, _) = sh(
+        &mut e,
+        &tty_id,
+        "for f in /proc/1/fd/*; do echo ${f##*/} $(readlink $f); done",
+    )
+    .await;
+    assert_eq!(tty_fds, "0 /dev/pts/0\n1 /dev/pts/0\n2 /dev/pts/0");
+    e.stop(&tty_id, 0).await;
+    e.remove(&tty_id).await;
     let (_, exec_fds, _) = sh(
         &mut e,
         &id,

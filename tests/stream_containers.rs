@@ -197,15 +197,25 @@ async fn tty_attach_takes_commands_resizes_and_survives_a_daemon_restart() {
             break;
         }
     }
+    // The container's terminal is one of its own devpts: `tty` names it,
+    // it exists inside, and it is what stdin is.
     client
-        .data(stdin, b"stty size; echo answer-$((6*7))\n", false)
+        .data(
+            stdin,
+            b"stty size; t=$(tty) && test -c $t && test $(readlink /proc/$$/fd/0) = $t && echo console-$t; echo answer-$((6*7))\n",
+            false,
+        )
         .await;
     let mut seen = Vec::new();
     read_until(&mut client, s.stdout, "answer-42", &mut seen).await;
+    let seen = String::from_utf8_lossy(&seen);
     assert!(
-        String::from_utf8_lossy(&seen).contains("45 123"),
-        "the pty has the client's size: {:?}",
-        String::from_utf8_lossy(&seen)
+        seen.contains("45 123"),
+        "the pty has the client's size: {seen:?}"
+    );
+    assert!(
+        seen.contains("console-/dev/pts/0"),
+        "the console is the container's /dev/pts/0: {seen:?}"
     );
     read_until(&mut watcher, w.stdout, "answer-42", &mut watched).await;
 

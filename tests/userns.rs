@@ -247,6 +247,27 @@ async fn a_pod_in_a_user_namespace_runs_as_mapped_root() {
     );
     assert_eq!(out[2], "1", "pid 1 of its own pid namespace");
 
+    // A tty container's console is a pty of its own devpts, allocated in
+    // the user namespace and given to the process's user (the group stays
+    // devpts's gid=5, tty).
+    let mut console = e.container(
+        "console",
+        &["sh", "-c", "t=$(tty) && echo $t && stat -c %u:%g $t"],
+        &[],
+    );
+    console.tty = true;
+    console.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (st, lines) = e.run_to_end(&pod2, console).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    let out: Vec<&str> = lines.iter().map(|l| l.content.trim()).collect();
+    assert_eq!(out, ["/dev/pts/0", "1000:5"]);
+
     for p in [&pod, &pod2] {
         stop(&mut e.rt, p).await;
         remove(&mut e.rt, p).await;

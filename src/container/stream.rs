@@ -297,30 +297,8 @@ async fn run(
 /// inside its root), so that the command finds its terminal under
 /// `/dev/pts` as it would under runc. Returns (master, replica).
 fn container_pty(init_pid: i32) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use nix::fcntl::OFlag;
-    use nix::sys::stat::{SFlag, fstat, major, minor};
     let root = std::fs::File::open(format!("/proc/{init_pid}/root"))?;
-    // Non-blocking: whatever the container put there must not hang us.
-    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let master =
-        crate::runtime::path::open_in_root(root.as_fd(), std::path::Path::new("dev/ptmx"), flags)?;
-    let st = fstat(&master)?;
-    let dev = st.st_rdev;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR
-        || major(dev) != 5
-        || minor(dev) != 2
-    {
-        return Err(std::io::Error::other(
-            "the container's /dev/ptmx is not the pty multiplexer",
-        ));
-    }
-    rustix::pty::unlockpt(&master)?;
-    use rustix::pty::OpenptFlags;
-    let replica = rustix::pty::ioctl_tiocgptpeer(
-        &master,
-        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
-    )?;
-    Ok((master, replica))
+    crate::runtime::pty::open_in_root(root.as_fd())
 }
 
 /// The master side of an exec's pty: non-blocking, read and written through

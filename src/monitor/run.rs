@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
+use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -91,13 +91,8 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-fn cloexec(fd: &OwnedFd) -> nix::Result<()> {
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
-}
-
-/// The monitor's ends of the init's stdio, and the init's.
+/// The monitor's ends of the init's stdio.
 struct Stdio {
-    init: InitStdio,
     outputs: Vec<(Stream, OwnedFd)>,
     /// Kept for attach: the stdin pipe's write end, or the pty master.
     stdin: Option<OwnedFd>,
@@ -105,20 +100,17 @@ struct Stdio {
     pty: Option<OwnedFd>,
 }
 
-fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<Stdio> {
+/// The init's stdio and the monitor's ends.
+fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<(InitStdio, Stdio)> {
     if terminal {
-        let pty = nix::pty::openpty(None, None)?;
-        cloexec(&pty.master)?;
-        cloexec(&pty.slave)?;
-        let dup = || pty.master.try_clone().map_err(|_| Errno::EMFILE);
-        let stdin = if want_stdin { Some(dup()?) } else { None };
-        let resizer = dup()?;
-        return Ok(Stdio {
-            init: InitStdio::Tty(pty.slave),
-            outputs: vec![(Stream::Stdout, pty.master)],
-            stdin,
-            pty: Some(resizer),
-        });
+        // The init allocates the console in the container's devpts and
+        // sends its master: see `with_console`.
+        let ends = Stdio {
+            outputs: Vec::new(),
+            stdin: None,
+            pty: None,
+        };
+        return Ok((InitStdio::Tty, ends));
     }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -135,16 +127,29 @@ fn stdio(terminal: bool, want_stdin: bool) -> nix::Result<Stdio> {
             None,
         )
     };
-    Ok(Stdio {
-        init: InitStdio::Pipes {
-            stdin: stdin_r,
-            stdout: out_w,
-            stderr: err_w,
-        },
+    let init = InitStdio::Pipes {
+        stdin: stdin_r,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let ends = Stdio {
         outputs: vec![(Stream::Stdout, out_r), (Stream::Stderr, err_r)],
         stdin: stdin_w,
         pty: None,
-    })
+    };
+    Ok((init, ends))
+}
+
+impl Stdio {
+    /// Takes the console's master (received close-on-exec) as the output,
+    /// attach's stdin (when asked) and the resizer.
+    fn with_console(&mut self, master: OwnedFd, want_stdin: bool) -> nix::Result<()> {
+        let dup = || master.try_clone().map_err(|_| Errno::EMFILE);
+        self.stdin = if want_stdin { Some(dup()?) } else { None };
+        self.pty = Some(dup()?);
+        self.outputs = vec![(Stream::Stdout, master)];
+        Ok(())
+    }
 }
 
 struct Monitor {
@@ -185,7 +190,7 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    let io = match stdio(terminal, config.stdin) {
+    let (init_stdio, mut io) = match stdio(terminal, config.stdin) {
         Ok(io) => io,
         Err(e) => return fail("creating the container's stdio", e),
     };
@@ -208,11 +213,7 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
         clone_into: clone_into.as_ref().map(|fd| fd.as_fd()),
         dirs: &config.cgroup_dirs,
     };
-    let attach = match Attach::new(io.stdin, io.pty, config.stdin_once) {
-        Ok(attach) => attach,
-        Err(e) => return fail("setting up attach", e),
-    };
-    let created = match spawn::create(spec, join, io.init) {
+    let mut created = match spawn::create(spec, join, init_stdio) {
         Ok(created) => created,
         Err(e) => {
             let _ = fs::remove_file(CONTROL);
@@ -220,6 +221,23 @@ fn run(spec: &Spec, config: MonitorConfig) -> ExitCode {
                 SpawnError::Setup(s) => fail(&s.step, s.message),
                 other => fail("creating the container", chain(&other)),
             };
+        }
+    };
+    if terminal {
+        let Some(master) = created.take_terminal() else {
+            let _ = fs::remove_file(CONTROL);
+            return fail("creating the container", "the init sent no console");
+        };
+        if let Err(e) = io.with_console(master, config.stdin) {
+            let _ = fs::remove_file(CONTROL);
+            return fail("taking the container's console", e);
+        }
+    }
+    let attach = match Attach::new(io.stdin, io.pty, config.stdin_once) {
+        Ok(attach) => attach,
+        Err(e) => {
+            let _ = fs::remove_file(CONTROL);
+            return fail("setting up attach", e);
         }
     };
     let init = created.pid;

@@ -4,8 +4,10 @@
 //!
 //! Order: stdio and session → cgroups → namespaces (join, then create) →
 //! hostname → rootfs, mounts, `pivot_root` → sysctls → masked and
-//! read-only paths → rlimits → the pod's user namespace (opened with the
-//! others, joined only now) → seccomp (without no_new_privs) → user,
+//! read-only paths → rlimits → with a terminal, the console: a pty of the
+//! container's devpts, its master sent to the monitor, its replica the
+//! controlling terminal and stdio → the pod's user namespace (opened with
+//! the others, joined only now) → seccomp (without no_new_privs) → user,
 //! capabilities, cwd, no_new_privs → seccomp (with it) → program lookup →
 //! `Created`, wait for `Start` → every fd above 2 close-on-exec → `execve`.
 
@@ -15,11 +17,11 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::Mode;
-use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, execve, sethostname, setsid};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use nix::unistd::{Uid, dup2_stderr, dup2_stdin, dup2_stdout, execve, fchown, sethostname, setsid};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use super::channel::{Channel, FromInit, SetupError, ToInit};
-use super::{process, rootfs, seccomp, sys};
+use super::{process, pty, rootfs, seccomp, sys};
 
 /// The init's standard streams.
 pub enum InitStdio {
@@ -28,8 +30,9 @@ pub enum InitStdio {
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
-    /// The pty's replica side, for all three and as controlling terminal.
-    Tty(OwnedFd),
+    /// A console the init allocates in the container's own devpts once
+    /// the rootfs is complete; its master goes to the monitor.
+    Tty,
 }
 
 pub(crate) struct Init<'a> {
@@ -89,13 +92,9 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
             dup2_stdout(stdout).map_err(|e| SetupError::new("stdout", e))?;
             dup2_stderr(stderr).map_err(|e| SetupError::new("stderr", e))?;
         }
-        InitStdio::Tty(tty) => {
-            sys::set_controlling_terminal(tty.as_fd())
-                .map_err(|e| SetupError::new("controlling terminal", e))?;
-            dup2_stdin(tty).map_err(|e| SetupError::new("stdin", e))?;
-            dup2_stdout(tty).map_err(|e| SetupError::new("stdout", e))?;
-            dup2_stderr(tty).map_err(|e| SetupError::new("stderr", e))?;
-        }
+        // Until the console exists, the monitor's stdio stays: nothing is
+        // written to it, failures go through the channel.
+        InitStdio::Tty => {}
     }
     // Whatever the monitor held (its control socket, log, a cgroup
     // directory for clone3) is of no use here and must not be reachable
@@ -144,6 +143,9 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
     // Raising a hard rlimit needs the host's CAP_SYS_RESOURCE: before the
     // user namespace.
     process::set_rlimits(process)?;
+    if matches!(init.stdio, InitStdio::Tty) {
+        console(&init.channel, spec, process)?;
+    }
     if let Some((fd, path)) = userns {
         join_user_namespace(&fd, &path)?;
     }
@@ -156,6 +158,39 @@ fn setup(init: &Init<'_>) -> Result<process::Exec, SetupError> {
     process::drop_privileges(process)?;
     install(seccomp::InstallAt::AfterDroppingPrivileges)?;
     process::resolve_exec(process)
+}
+
+/// Allocates the container's console in its own devpts (mounted
+/// `newinstance`; `/` is the container's root by now), hands the master to
+/// the monitor and makes the replica the controlling terminal and stdio.
+/// Done with the host's privileges, before the pod's user namespace (where
+/// a replica the host's root made could not be given away): the replica
+/// goes to the process's user, mapped, its group staying devpts's `gid=`
+/// (tty, mapped by the rootfs), as a login's terminal does.
+fn console(channel: &Channel, spec: &Spec, process: &Process) -> Result<(), SetupError> {
+    let root = open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SetupError::new("opening the root for the console", e))?;
+    let (master, replica) = pty::open_in_root(root.as_fd())
+        .map_err(|e| SetupError::new("allocating the console in /dev/pts", e))?;
+    let uid = process.user().uid();
+    let uid = rootfs::PodIds::of(spec).map_or(uid, |ids| ids.uid(uid));
+    fchown(&replica, Some(Uid::from_raw(uid)), None)
+        .map_err(|e| SetupError::new("giving the console to the process's user", e))?;
+    channel
+        .send_with_fd(&FromInit::Terminal, master.as_fd())
+        .map_err(|e| SetupError::new("sending the console to the monitor", e))?;
+    // The container must never hold its own master.
+    drop(master);
+    sys::set_controlling_terminal(replica.as_fd())
+        .map_err(|e| SetupError::new("controlling terminal", e))?;
+    dup2_stdin(&replica).map_err(|e| SetupError::new("stdin", e))?;
+    dup2_stdout(&replica).map_err(|e| SetupError::new("stdout", e))?;
+    dup2_stderr(&replica).map_err(|e| SetupError::new("stderr", e))?;
+    Ok(())
 }
 
 /// The pod's user namespace, opened before anything else is joined (the

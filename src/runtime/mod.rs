@@ -24,6 +24,7 @@ pub mod namespace;
 pub mod path;
 pub mod pid_holder;
 mod process;
+pub mod pty;
 mod rootfs;
 pub mod seccomp;
 pub mod spawn;

@@ -116,13 +116,13 @@ pub(crate) fn build(spec: &Spec, rootfs: &Path, new_cgroupns: bool) -> Result<()
 /// nodes, `devpts` — is given to these ids, or the container's root would
 /// see them owned by `nobody`.
 #[derive(Clone, Copy)]
-struct PodIds {
+pub(super) struct PodIds {
     uid: (u32, u32, u32),
     gid: (u32, u32, u32),
 }
 
 impl PodIds {
-    fn of(spec: &Spec) -> Option<PodIds> {
+    pub(super) fn of(spec: &Spec) -> Option<PodIds> {
         let linux = spec.linux().as_ref()?;
         let first = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
             m.as_ref()?
@@ -143,7 +143,7 @@ impl PodIds {
         }
     }
 
-    fn uid(&self, id: u32) -> u32 {
+    pub(super) fn uid(&self, id: u32) -> u32 {
         PodIds::map(self.uid, id)
     }
 

@@ -4,7 +4,7 @@
 //! Must be called from a single-threaded process (the monitor): the child
 //! runs arbitrary code between fork and exec.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{OFlag, open};
@@ -40,6 +40,8 @@ pub enum SpawnError {
 pub struct Created {
     pub pid: Pid,
     channel: Channel,
+    /// The master of the console the init allocated (a terminal only).
+    terminal: Option<OwnedFd>,
 }
 
 /// Where the init's cgroups are.
@@ -80,13 +82,30 @@ pub fn create(
         ForkResult::Parent { child } => {
             drop(theirs);
             drop(stdio);
-            match ours.recv::<FromInit>().map_err(SpawnError::Channel)? {
-                Some(FromInit::Created) => Ok(Created {
-                    pid: child,
-                    channel: ours,
-                }),
-                Some(FromInit::Failed(e)) => Err(SpawnError::Setup(e)),
-                None => Err(SpawnError::InitDied),
+            let mut terminal = None;
+            loop {
+                let message = ours
+                    .recv_with_fd::<FromInit>()
+                    .map_err(SpawnError::Channel)?;
+                match message {
+                    Some((FromInit::Terminal, Some(fd))) if terminal.is_none() => {
+                        terminal = Some(fd);
+                    }
+                    Some((FromInit::Created, _)) => {
+                        return Ok(Created {
+                            pid: child,
+                            channel: ours,
+                            terminal,
+                        });
+                    }
+                    Some((FromInit::Failed(e), _)) => return Err(SpawnError::Setup(e)),
+                    Some((FromInit::Terminal, _)) => {
+                        return Err(SpawnError::Channel(std::io::Error::other(
+                            "the init sent no terminal, or two",
+                        )));
+                    }
+                    None => return Err(SpawnError::InitDied),
+                }
             }
         }
     }
@@ -106,13 +125,18 @@ pub fn start(created: Created) -> Result<Pid, SpawnError> {
     {
         None => Ok(created.pid),
         Some(FromInit::Failed(e)) => Err(SpawnError::Setup(e)),
-        Some(FromInit::Created) => Err(SpawnError::Channel(std::io::Error::other(
-            "unexpected message from the init",
-        ))),
+        Some(FromInit::Created | FromInit::Terminal) => Err(SpawnError::Channel(
+            std::io::Error::other("unexpected message from the init"),
+        )),
     }
 }
 
 impl Created {
+    /// The master of the container's console, once (a terminal only).
+    pub fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.terminal.take()
+    }
+
     /// The descriptor to poll: readable when the init died before start.
     pub fn channel_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.channel.as_fd()
