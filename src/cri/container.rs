@@ -138,27 +138,15 @@ fn container_spec(c: cri::ContainerConfig) -> Result<ContainerSpec, Error> {
 fn container_userns(
     opts: Option<&cri::NamespaceOption>,
 ) -> Result<Option<crate::security::userns::ContainerUserns>, Error> {
-    use crate::security::userns::{ContainerUserns, IdMapping, UsernsMode, UsernsRequest};
+    use crate::security::userns::{ContainerUserns, UsernsRequest};
     let Some(u) = opts.and_then(|o| o.userns_options.as_ref()) else {
         return Ok(None);
     };
-    let mode = match cri::NamespaceMode::try_from(u.mode) {
-        Ok(cri::NamespaceMode::Pod) => UsernsMode::Pod,
-        Ok(cri::NamespaceMode::Container) => UsernsMode::Container,
-        Ok(cri::NamespaceMode::Node) => UsernsMode::Node,
-        Ok(cri::NamespaceMode::Target) => UsernsMode::Target,
-        Err(_) => return Err(invalid("userns_options.mode", u.mode.to_string())),
-    };
-    let convert = |list: &[cri::IdMapping]| -> Vec<IdMapping> {
-        list.iter()
-            .map(|m| IdMapping {
-                host_id: m.host_id,
-                container_id: m.container_id,
-                length: m.length,
-            })
-            .collect()
-    };
-    let (uids, gids) = (convert(&u.uids), convert(&u.gids));
+    let mode = super::security::userns_mode("userns_options.mode", u.mode)?;
+    let (uids, gids) = (
+        super::security::id_mappings(&u.uids),
+        super::security::id_mappings(&u.gids),
+    );
     Ok(Some(ContainerUserns::from_request(&UsernsRequest {
         mode,
         uids: &uids,

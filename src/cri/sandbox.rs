@@ -206,32 +206,15 @@ fn pod_spec(config: cri::PodSandboxConfig, runtime_handler: String) -> Result<Po
 fn pod_userns(
     opts: Option<&cri::UserNamespace>,
 ) -> Result<Option<crate::security::userns::Mappings>, Error> {
-    use crate::security::userns::{IdMapping, UsernsMode, UsernsRequest, mappings};
+    use crate::security::userns::{UsernsRequest, mappings};
     let Some(opts) = opts else {
         return Ok(None);
     };
-    let mode = match cri::NamespaceMode::try_from(opts.mode) {
-        Ok(cri::NamespaceMode::Pod) => UsernsMode::Pod,
-        Ok(cri::NamespaceMode::Container) => UsernsMode::Container,
-        Ok(cri::NamespaceMode::Node) => UsernsMode::Node,
-        Ok(cri::NamespaceMode::Target) => UsernsMode::Target,
-        Err(_) => {
-            return Err(invalid(
-                "namespace_options.userns_options.mode",
-                format!("unknown namespace mode {}", opts.mode),
-            ));
-        }
-    };
-    let convert = |list: &[cri::IdMapping]| -> Vec<IdMapping> {
-        list.iter()
-            .map(|m| IdMapping {
-                host_id: m.host_id,
-                container_id: m.container_id,
-                length: m.length,
-            })
-            .collect()
-    };
-    let (uids, gids) = (convert(&opts.uids), convert(&opts.gids));
+    let mode = super::security::userns_mode("namespace_options.userns_options.mode", opts.mode)?;
+    let (uids, gids) = (
+        super::security::id_mappings(&opts.uids),
+        super::security::id_mappings(&opts.gids),
+    );
     Ok(mappings(&UsernsRequest {
         mode,
         uids: &uids,

@@ -39,6 +39,31 @@ fn profile(
     }
 }
 
+/// A CRI namespace mode as the mode of a user namespace.
+pub(super) fn userns_mode(field: &'static str, raw: i32) -> Result<UsernsMode, Error> {
+    match NamespaceMode::try_from(raw) {
+        Ok(NamespaceMode::Pod) => Ok(UsernsMode::Pod),
+        Ok(NamespaceMode::Container) => Ok(UsernsMode::Container),
+        Ok(NamespaceMode::Node) => Ok(UsernsMode::Node),
+        Ok(NamespaceMode::Target) => Ok(UsernsMode::Target),
+        Err(_) => Err(Error::InvalidArgument {
+            field,
+            message: format!("unknown namespace mode {raw}"),
+        }),
+    }
+}
+
+/// CRI id mappings in domain terms.
+pub(super) fn id_mappings(list: &[k8s_cri::v1::IdMapping]) -> Vec<IdMapping> {
+    list.iter()
+        .map(|m| IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
+}
+
 /// The container's security context (an absent one is all defaults).
 // The string profile fields are deprecated, but older kubelets and crictl
 // configs still send only them.
@@ -72,23 +97,7 @@ pub(crate) fn translate(
         .and_then(|n| n.userns_options.as_ref())
     {
         None => UsernsMode::Node,
-        Some(_) => match NamespaceMode::try_from(userns.mode) {
-            Ok(NamespaceMode::Pod) => UsernsMode::Pod,
-            Ok(NamespaceMode::Container) => UsernsMode::Container,
-            Ok(NamespaceMode::Node) => UsernsMode::Node,
-            Ok(NamespaceMode::Target) => UsernsMode::Target,
-            Err(_) => {
-                return Err(Error::InvalidArgument {
-                    field: "userns_options.mode",
-                    message: format!("unknown mode {}", userns.mode),
-                });
-            }
-        },
-    };
-    let mapping = |m: &k8s_cri::v1::IdMapping| IdMapping {
-        host_id: m.host_id,
-        container_id: m.container_id,
-        length: m.length,
+        Some(_) => userns_mode("userns_options.mode", userns.mode)?,
     };
     Ok(SecurityContext {
         run_as_user: sc
@@ -123,8 +132,8 @@ pub(crate) fn translate(
             level: o.level.clone(),
         }),
         userns_mode,
-        uid_mappings: userns.uids.iter().map(mapping).collect(),
-        gid_mappings: userns.gids.iter().map(mapping).collect(),
+        uid_mappings: id_mappings(&userns.uids),
+        gid_mappings: id_mappings(&userns.gids),
     })
 }
 

@@ -211,9 +211,18 @@ fn in_new_namespaces(req: &NsRequest) -> Result<(), NsError> {
         source,
     })?;
     configure(req, None)?;
+    bind_all(req.kinds.iter().copied(), |kind| bind_self(&req.dir, kind))
+}
+
+/// Binds each of `kinds` with `bind`; on the first failure releases what
+/// was bound before it, so a half-made pod leaves no ns file behind.
+pub(super) fn bind_all(
+    kinds: impl IntoIterator<Item = NsKind>,
+    mut bind: impl FnMut(NsKind) -> Result<PathBuf, NsError>,
+) -> Result<(), NsError> {
     let mut bound = Vec::new();
-    for kind in &req.kinds {
-        match bind_self(&req.dir, *kind) {
+    for kind in kinds {
+        match bind(kind) {
             Ok(path) => bound.push(path),
             Err(e) => {
                 for path in bound.iter().rev() {

@@ -30,7 +30,7 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
-use super::namespace::{NsError, NsKind, bind_process_ns, release_file};
+use super::namespace::{NsError, NsKind, bind_process_ns};
 
 /// One contiguous range: `size` ids from `container_id` inside map to
 /// `host_id` and up outside.
@@ -129,19 +129,8 @@ fn hold(req: &UsernsRequest, pid: Pid) -> Result<(), NsError> {
             .and_then(|mut f| f.write_all(map.line().as_bytes()))
             .map_err(|source| NsError::IdMap { path, source })?;
     }
-    let mut bound = Vec::new();
-    for kind in std::iter::once(NsKind::User).chain(req.kinds.iter().copied()) {
-        match bind_process_ns(pid.as_raw(), &req.dir, kind) {
-            Ok(path) => bound.push(path),
-            Err(e) => {
-                for path in bound.iter().rev() {
-                    let _ = release_file(path);
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
+    let kinds = std::iter::once(NsKind::User).chain(req.kinds.iter().copied());
+    super::namespace::bind_all(kinds, |kind| bind_process_ns(pid.as_raw(), &req.dir, kind))
 }
 
 #[cfg(test)]
