@@ -284,11 +284,14 @@ impl Service {
             });
         }
         let dir = c.dir.clone();
+        // Taken before the start: an init that exits at once is reaped (its
+        // finished_at) before the monitor's answer reaches us.
+        let started_at = now_ns();
         let started = tokio::task::spawn_blocking(move || monitor::start(&dir))
             .await
             .map_err(ContainerError::Task)?;
         c.started = true;
-        c.started_at = now_ns();
+        c.started_at = started_at;
         if let Err(e) = started {
             // The init could not exec: kubelet sees it as exited with an error.
             c.exit = Some(monitor::read_exit(&c.dir).ok().flatten().unwrap_or(
