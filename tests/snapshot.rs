@@ -85,6 +85,18 @@ fn mounted_under(dir: &Path) -> bool {
     info.contains(&*dir.to_string_lossy())
 }
 
+/// The superblock options of the mount at `path` (mountinfo, after ` - `).
+fn super_options(path: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let want = path.to_string_lossy();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&*want))
+        .filter_map(|l| l.split(" - ").nth(1))
+        .filter_map(|rest| rest.split(' ').nth(2))
+        .flat_map(|opts| opts.split(',').map(str::to_string))
+        .collect()
+}
+
 #[test]
 fn overlay_and_copy_give_the_same_merged_view() {
     require_root();
@@ -124,6 +136,15 @@ fn writes_land_in_the_writable_layer_and_are_counted() {
     let layers = layers(dir.path());
     let snaps = Snapshotter::new(dir.path(), Backend::Overlay);
     let snap = snaps.prepare("s1", &layers, false).expect("prepare");
+    // Volatile: the unmount of RemoveContainer skips syncing the upper fs.
+    // Linux 6.x shows it as `fsync=volatile`, older ones as `volatile`.
+    let options = super_options(&snap.rootfs);
+    assert!(
+        options
+            .iter()
+            .any(|o| o == "volatile" || o == "fsync=volatile"),
+        "{options:?}"
+    );
     let before = snaps.usage("s1").expect("usage");
     fs::write(snap.rootfs.join("new-file"), vec![b'x'; 100 * 1024]).expect("write");
     fs::remove_file(snap.rootfs.join("a/kept")).expect("delete");
@@ -140,6 +161,7 @@ fn writes_land_in_the_writable_layer_and_are_counted() {
     snaps.unmount("s1").expect("unmount");
     assert!(!snap.rootfs.join("new-file").exists());
     snaps.unmount("s1").expect("unmount twice");
+    // A clean unmount clears overlayfs' volatile mark: it mounts again.
     snaps.remount("s1", &layers).expect("remount");
     assert_eq!(
         fs::metadata(snap.rootfs.join("new-file"))

@@ -338,11 +338,14 @@ impl Snapshotter {
     /// Unmounts the rootfs of `id`; succeeds when it is not mounted.
     pub fn unmount(&self, id: &str) -> Result<(), SnapshotError> {
         let dir = self.path(id)?;
-        overlay::unmount(&dir.join("rootfs"))
+        overlay::unmount(&dir.join("rootfs"))?;
+        overlay::clear_volatile_mark(&dir)
     }
 
-    /// Mounts the rootfs of an existing overlay snapshot again (after a
-    /// reboot or an [`unmount`](Self::unmount)), from the same layers.
+    /// Mounts the rootfs of an existing overlay snapshot again (after an
+    /// [`unmount`](Self::unmount)), from the same layers. After a reboot a
+    /// writable overlay refuses: it was mounted `volatile`, its writes may
+    /// be torn.
     pub fn remount(&self, id: &str, layers: &[PathBuf]) -> Result<(), SnapshotError> {
         let dir = self.path(id)?;
         match self.kind(&dir)? {
