@@ -34,7 +34,7 @@ use crate::monitor::{ExitStatus, MonitorError};
 use crate::pod::PodError;
 use crate::runtime::cgroup::{Cgroup, CgroupError, Cgroups, Driver};
 use crate::snapshot::{SnapshotError, Snapshotter};
-use crate::state::{Bucket, Store, StoreError};
+use crate::state::{Bucket, IdMatch, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -297,24 +297,13 @@ impl Service {
     }
 
     pub fn resolve(&self, id_or_prefix: &str) -> Result<String, ContainerError> {
-        if id_or_prefix.is_empty() {
-            return Err(ContainerError::NotFound(String::new()));
-        }
-        let all = self
-            .store
-            .keys_with_prefix(Bucket::Containers, id_or_prefix)?;
-        let matches: Vec<&String> = all.iter().collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(ContainerError::NotFound(id_or_prefix.to_string())),
-            many => many
-                .iter()
-                .find(|id| id.as_str() == id_or_prefix)
-                .map(|id| (*id).clone())
-                .ok_or(ContainerError::AmbiguousId {
-                    prefix: id_or_prefix.to_string(),
-                    count: many.len(),
-                }),
+        match self.store.resolve_id(Bucket::Containers, id_or_prefix)? {
+            IdMatch::One(id) => Ok(id),
+            IdMatch::None => Err(ContainerError::NotFound(id_or_prefix.to_string())),
+            IdMatch::Ambiguous(count) => Err(ContainerError::AmbiguousId {
+                prefix: id_or_prefix.to_string(),
+                count,
+            }),
         }
     }
 

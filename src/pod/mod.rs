@@ -26,7 +26,7 @@ use crate::runtime::cgroup::{CgroupError, Cgroups, Driver};
 use crate::runtime::mount::MountError;
 use crate::runtime::namespace::NsError;
 use crate::runtime::pid_holder::HolderError;
-use crate::state::{Bucket, Store, StoreError};
+use crate::state::{Bucket, IdMatch, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
@@ -148,23 +148,13 @@ impl Service {
 
     /// The full id for `id_or_prefix`.
     pub fn resolve(&self, id_or_prefix: &str) -> Result<String, PodError> {
-        if id_or_prefix.is_empty() {
-            return Err(PodError::NotFound(String::new()));
-        }
-        let all = self.store.keys_with_prefix(Bucket::Pods, id_or_prefix)?;
-        let matches: Vec<&String> = all.iter().collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(PodError::NotFound(id_or_prefix.to_string())),
-            many => {
-                if let Some(exact) = many.iter().find(|id| id.as_str() == id_or_prefix) {
-                    return Ok((*exact).clone());
-                }
-                Err(PodError::AmbiguousId {
-                    prefix: id_or_prefix.to_string(),
-                    count: many.len(),
-                })
-            }
+        match self.store.resolve_id(Bucket::Pods, id_or_prefix)? {
+            IdMatch::One(id) => Ok(id),
+            IdMatch::None => Err(PodError::NotFound(id_or_prefix.to_string())),
+            IdMatch::Ambiguous(count) => Err(PodError::AmbiguousId {
+                prefix: id_or_prefix.to_string(),
+                count,
+            }),
         }
     }
 

@@ -2,4 +2,4 @@
 
 mod store;
 
-pub use store::{Bucket, SCHEMA_VERSION, Store, StoreError, Writer};
+pub use store::{Bucket, IdMatch, SCHEMA_VERSION, Store, StoreError, Writer};

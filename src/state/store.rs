@@ -252,6 +252,22 @@ impl Store {
     /// The keys of `bucket` starting with `prefix`, in order, without
     /// decoding a document: id-prefix resolution on every RPC stays cheap
     /// with hundreds of pods.
+    /// The one key that `id_or_prefix` names in `bucket`: the key itself,
+    /// or the only key it is a prefix of (crictl and kubelet pass
+    /// truncated ids); an empty prefix names nothing.
+    pub fn resolve_id(&self, bucket: Bucket, id_or_prefix: &str) -> Result<IdMatch, StoreError> {
+        if id_or_prefix.is_empty() {
+            return Ok(IdMatch::None);
+        }
+        let mut keys = self.keys_with_prefix(bucket, id_or_prefix)?;
+        Ok(match keys.len() {
+            0 => IdMatch::None,
+            1 => IdMatch::One(keys.remove(0)),
+            _ if keys.iter().any(|k| k == id_or_prefix) => IdMatch::One(id_or_prefix.to_string()),
+            n => IdMatch::Ambiguous(n),
+        })
+    }
+
     pub fn keys_with_prefix(
         &self,
         bucket: Bucket,
@@ -270,6 +286,15 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What an id or id prefix names, see [`Store::resolve_id`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMatch {
+    One(String),
+    None,
+    /// That many keys start with the prefix.
+    Ambiguous(usize),
 }
 
 /// The write half of one transaction, handed to [`Store::write`]'s closure.
@@ -411,6 +436,26 @@ mod tests {
         assert_eq!(keys("b"), vec!["b"]);
         assert!(keys("c").is_empty());
         assert_eq!(keys("").len(), 5);
+    }
+
+    #[test]
+    fn resolve_id_takes_an_exact_key_or_a_unique_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write(|w| {
+                for key in ["ab", "abc", "abd", "x1"] {
+                    w.put(Bucket::Pods, key, &0u32)?;
+                }
+                Ok(())
+            })
+            .expect("write");
+        let resolve = |p| store.resolve_id(Bucket::Pods, p).expect("resolve");
+        assert_eq!(resolve("x"), IdMatch::One("x1".into()));
+        assert_eq!(resolve("ab"), IdMatch::One("ab".into()));
+        assert_eq!(resolve("a"), IdMatch::Ambiguous(3));
+        assert_eq!(resolve("y"), IdMatch::None);
+        assert_eq!(resolve(""), IdMatch::None);
     }
 
     #[test]
