@@ -169,39 +169,8 @@ free_bridge() { # prefix
 echo "hack/bench.sh: machine: $(nproc) cores, Linux $(uname -r), cgroup fs $(stat -fc %T /sys/fs/cgroup)$([ -e /sys/fs/cgroup/unified ] && echo ' + unified (hybrid)')" >&2
 
 # The registry, on a free loopback port with temp storage.
-mkdir -p "$tmp/registry"
-for attempt in 1 2 3 4 5; do
-  port=$((20000 + RANDOM % 30000))
-  if ss -ltnH "sport = :$port" | grep -q .; then continue; fi
-  cat >"$tmp/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $tmp/registry/storage
-http:
-  addr: 127.0.0.1:$port
-  secret: yonggi-bench
-EOF
-  env -i /usr/bin/docker-registry serve "$tmp/registry/config.yml" >"$tmp/registry.log" 2>&1 &
-  registry_pid=$!
-  for i in $(seq 100); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then break 2; fi
-    kill -0 "$registry_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  stop_pid "$registry_pid"
-  registry_pid=""
-done
-if [ -z "$registry_pid" ]; then
-  echo "hack/bench.sh: the registry did not start:" >&2
-  cat "$tmp/registry.log" >&2
-  exit 1
-fi
-registry="127.0.0.1:$port"
+start_registry "$tmp/registry" || exit 1
+registry="127.0.0.1:$registry_port"
 "$bin/yonggi-bench" push --registry "$registry" >"$tmp/published.txt"
 echo "hack/bench.sh: registry $registry (pid $registry_pid):" >&2
 sed 's/^/  /' "$tmp/published.txt" >&2

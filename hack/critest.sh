@@ -74,7 +74,7 @@ cleanup() {
     while read -r m; do umount -l "$m" 2>/dev/null || true; done <<<"$mounts"
   fi
   if [ -n "${KEEP:-}" ] || findmnt -rn -o TARGET | grep -qF "$tmp/"; then
-    echo "hack/critest.sh: kept $tmp (logs: yonggi.log, registry.log)" >&2
+    echo "hack/critest.sh: kept $tmp (logs: yonggi.log, registry/registry.log)" >&2
   else
     rm -rf "$tmp"
   fi
@@ -82,42 +82,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A loopback registry on a free port with temp storage. Ports are picked at
-# random and retried if the registry cannot bind.
-mkdir -p "$tmp/registry"
-for attempt in 1 2 3 4 5; do
-  port=$((20000 + RANDOM % 30000))
-  if ss -ltnH "sport = :$port" | grep -q .; then continue; fi
-  cat >"$tmp/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $tmp/registry/storage
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-  secret: yonggi-critest
-EOF
-  env -i /usr/bin/docker-registry serve "$tmp/registry/config.yml" >"$tmp/registry.log" 2>&1 &
-  registry_pid=$!
-  for i in $(seq 100); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then break 2; fi
-    kill -0 "$registry_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  stop_pid "$registry_pid"
-  registry_pid=""
-done
-if [ -z "$registry_pid" ]; then
-  echo "hack/critest.sh: the registry did not start:" >&2
-  cat "$tmp/registry.log" >&2
-  exit 1
-fi
+# A loopback registry on a free port with temp storage.
+start_registry "$tmp/registry" || exit 1
+port="$registry_port"
 echo "hack/critest.sh: registry on 127.0.0.1:$port (pid $registry_pid)" >&2
 
 "$bin/yonggi-testimages" push --registry "127.0.0.1:$port" --set critest >"$tmp/published.txt"

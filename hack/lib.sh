@@ -31,3 +31,44 @@ kill_leftovers() {
     kill -KILL "$pid" 2>/dev/null || true
   done
 }
+
+# start_registry DIR: a docker-registry on a free loopback port with its
+# storage and log in DIR; sets registry_pid (for the caller's cleanup trap)
+# and registry_port. Ports are picked at random and retried when the
+# registry cannot bind; returns 1 (log on stderr) when it never starts.
+start_registry() {
+  local dir="$1" attempt i
+  mkdir -p "$dir"
+  registry_pid=""
+  for attempt in 1 2 3 4 5; do
+    registry_port=$((20000 + RANDOM % 30000))
+    if ss -ltnH "sport = :$registry_port" | grep -q .; then continue; fi
+    cat >"$dir/config.yml" <<EOC
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$registry_port
+  secret: yonggi-hack
+EOC
+    env -i /usr/bin/docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+    registry_pid=$!
+    for i in $(seq 100); do
+      if curl -fsS -o /dev/null "http://127.0.0.1:$registry_port/v2/" 2>/dev/null; then return 0; fi
+      kill -0 "$registry_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    stop_pid "$registry_pid"
+    registry_pid=""
+  done
+  echo "$(basename "$0"): the registry did not start:" >&2
+  cat "$dir/registry.log" >&2
+  return 1
+}
