@@ -46,6 +46,10 @@ yonggi_pid=""
 
 cleanup() {
   local status=$?
+  # Best effort from here on: under set -e a step that fails (grep finding
+  # no NAT rule when no pod ran) ended the cleanup early with status 1 and
+  # left the temp dir behind.
+  set +e
   # Pods critest left behind (a failed spec may skip its teardown) are
   # removed through the CRI while the daemon still runs, so their networks
   # get a proper CNI DEL.
