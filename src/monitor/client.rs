@@ -172,6 +172,37 @@ fn call(state_dir: &Path, request: &Request) -> Result<Option<Response>, Monitor
 
 /// [`call`] waiting at most `timeout` for the answer: `Ok(None)` when it
 /// did not come in time.
+/// Connects to the monitor and sends one request line. `None` when the
+/// monitor is gone: no socket, nobody accepting, or it exited with our
+/// connection still in its backlog, before the request could be sent.
+fn send(state_dir: &Path, request: &Request) -> Result<Option<UnixStream>, MonitorError> {
+    let err = |source| MonitorError::Control {
+        dir: state_dir.to_path_buf(),
+        source,
+    };
+    let gone = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::NotFound
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+        )
+    };
+    let mut stream = match connect(state_dir) {
+        Ok(s) => s,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(err(e)),
+    };
+    let mut line = serde_json::to_vec(request).map_err(|e| err(io::Error::other(e)))?;
+    line.push(b'\n');
+    match stream.write_all(&line) {
+        Ok(()) => Ok(Some(stream)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
+}
+
 fn call_within(
     state_dir: &Path,
     request: &Request,
@@ -181,22 +212,10 @@ fn call_within(
         dir: state_dir.to_path_buf(),
         source,
     };
-    let mut stream = match connect(state_dir) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(Some(None));
-        }
-        Err(e) => return Err(err(e)),
+    let Some(stream) = send(state_dir, request)? else {
+        return Ok(Some(None));
     };
     stream.set_read_timeout(timeout).map_err(err)?;
-    let mut line = serde_json::to_vec(request).map_err(|e| err(io::Error::other(e)))?;
-    line.push(b'\n');
-    stream.write_all(&line).map_err(err)?;
     let mut reply = String::new();
     match BufReader::new(stream).read_line(&mut reply) {
         Ok(_) => {}
@@ -303,22 +322,9 @@ pub fn attach(state_dir: &Path, stdin: bool) -> Result<Option<UnixStream>, Monit
         dir: state_dir.to_path_buf(),
         source,
     };
-    let mut stream = match connect(state_dir) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(err(e)),
+    let Some(mut stream) = send(state_dir, &Request::Attach { stdin })? else {
+        return Ok(None);
     };
-    let mut line =
-        serde_json::to_vec(&Request::Attach { stdin }).map_err(|e| err(io::Error::other(e)))?;
-    line.push(b'\n');
-    stream.write_all(&line).map_err(err)?;
     // Frames may follow the answer at once: read the line byte by byte, so
     // that none of them is taken here.
     stream
